@@ -1,0 +1,3 @@
+"""pareto-ray: Pareto Front Learning on Ray."""
+
+__version__ = "0.1.0"

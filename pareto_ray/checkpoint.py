@@ -1,0 +1,131 @@
+"""Checkpoints: a directory with no pickle in it.
+
+* ``model.safetensors`` — the preference model's state dict,
+* ``optimizer.safetensors`` — optimizer tensors, its scalars in the metadata,
+* ``config.json`` — the validated run config,
+* ``state.json`` — epoch and the metrics reported with this checkpoint,
+* ``front.parquet`` — the validation front at that epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pareto_ray.config import Config
+from pareto_ray.methods import Method, build_model
+from pareto_ray.models import PreferenceModel
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+FRONT_FILE = "front.parquet"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory that is missing files or cannot be read."""
+
+
+def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None, front: pa.Table | None = None) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path / MODEL_FILE)
+    if optimizer is not None:
+        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, path / OPTIMIZER_FILE, metadata={"json": json.dumps(meta)})
+    (path / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2))
+    (path / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if front is not None:
+        pq.write_table(front, path / FRONT_FILE)
+    return path
+
+
+def read_config(path: str | Path) -> Config:
+    path = Path(path)
+    _require(path, CONFIG_FILE)
+    return Config.model_validate_json((path / CONFIG_FILE).read_text())
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    _require(path, STATE_FILE)
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def read_front(path: str | Path) -> pa.Table:
+    path = Path(path)
+    _require(path, FRONT_FILE)
+    return pq.read_table(path / FRONT_FILE)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[PreferenceModel, Method, Config]:
+    """Rebuild the model a checkpoint was trained with and load its weights."""
+    path = Path(path)
+    cfg = read_config(path)
+    num_tasks = cfg.data.num_tasks
+    method, model, _ = build_model(cfg.model, cfg.method, num_tasks)
+    load_weights(path, model)
+    return model.to(device).eval(), method, cfg
+
+
+def load_weights(path: str | Path, model: PreferenceModel) -> None:
+    path = Path(path)
+    _require(path, MODEL_FILE)
+    try:
+        state = load_file(path / MODEL_FILE)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path / MODEL_FILE} is not a readable safetensors file: {exc}") from exc
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path / MODEL_FILE} does not match the model its config describes: {exc}") from exc
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    path = Path(path) / OPTIMIZER_FILE
+    if not path.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["json"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
+
+
+def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _require(path: Path, name: str) -> None:
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    if not (path / name).is_file():
+        raise CheckpointError(f"checkpoint {path} has no {name}: it is not a pareto-ray checkpoint or is incomplete")

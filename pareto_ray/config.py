@@ -1,0 +1,170 @@
+"""Run configuration: YAML files validated by pydantic.
+
+Every section forbids unknown keys, so a typo is an error that names the
+field; ranges are declared on the fields, so a bad value's error names the
+allowed range.  ``--set a.b=value`` overrides are applied before validation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pareto_ray.methods import LSConfig, PaLoRAConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    dataset: Literal["multidigits", "multimnist", "multifashion", "multi_fashion_mnist"] = "multidigits"
+    num_tasks: Literal[2, 3] = Field(default=2, description="digits per composite image (tasks)")
+    root: str | None = Field(default=None, description="folder holding MNIST/ and FashionMNIST/ (torchvision layout)")
+    download: bool = Field(default=False, description="let torchvision download missing files into root")
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    copies: int = Field(default=1, ge=1, le=20, description="composites built per source image")
+    max_train: int | None = Field(default=None, ge=1, description="keep at most this many training composites")
+    max_eval: int | None = Field(default=None, ge=1, description="keep at most this many val/test composites")
+    seed: int = 0
+    cache_dir: str | None = Field(default=None, description="Parquet cache; default $PARETO_RAY_CACHE or ~/.cache/pareto-ray")
+
+
+class ModelConfig(_Section):
+    backbone: Literal["lenet", "mlp"] = "lenet"
+    hidden: int = Field(default=100, ge=1, description="hidden width of the MLP backbone")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=256, ge=1, description="global batch size, split evenly over workers")
+    lr: float = Field(default=1e-3, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0)
+    forward: Literal["auto", "merged", "per_sample"] = Field(
+        default="auto", description="rays of a step: merged weights per ray, or one per-sample batch; "
+                                    "auto = merged on CPU, per_sample on GPU (measured faster on each)")
+    eval_batch_size: int = Field(default=1024, ge=1)
+
+
+class EvalConfig(_Section):
+    grid_points: int | None = Field(default=None, ge=1, description="rays on the evaluation grid; default 11/66/100")
+    loss_reference: float = Field(default=2.0, gt=0, description="reference point (per task) of the loss hypervolume")
+
+
+class RayConfig(_Section):
+    address: str | None = Field(default=None, description="Ray address; default: the job's cluster or a local instance")
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    storage_path: str = Field(default="./ray_results", description="where Ray Train keeps checkpoints (local, NFS or s3://)")
+    max_failures: int = Field(default=1, ge=-1, description="worker-group restarts from the latest checkpoint; -1 = unlimited")
+    num_to_keep: int = Field(default=2, ge=1, description="checkpoints kept, best by val_hv")
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = Field(
+        default=None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir")
+    experiment: str = "pareto-ray"
+    register_model: str | None = Field(default=None, description="register the final model under this name")
+
+
+MethodSection = Annotated[PaLoRAConfig | LSConfig, Field(discriminator="name")]
+
+
+class Config(_Section):
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$",
+                             description="run name; rerunning with the same name resumes that run")
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodSection = PaLoRAConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("method"), dict) and "name" not in data["method"]:
+            data = {**data, "method": {"name": "palora", **data["method"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.train.batch_size % self.ray.num_workers:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by ray.num_workers "
+                             f"({self.ray.num_workers}): the global batch is split evenly over workers")
+        return self
+
+    def run_name(self) -> str:
+        """The configured name, or ``<method>-<dataset>-<UTC timestamp>``."""
+        if self.name:
+            return self.name
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        return f"{self.method.name}-{self.data.dataset}-{stamp}"
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of the config (MLflow params)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the fields."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. train.epochs=3), got {item!r}")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    return parse_config(apply_overrides(raw, overrides or []))

@@ -1,0 +1,95 @@
+"""The training loop every method shares; it knows nothing of Ray.
+
+A step: the method's rays for progress τ → one forward of the batch under all
+rays (merged weights per ray, or one per-sample batch) → the ``[M, T]`` task
+losses → the method's scalar loss → one backward → optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pareto_ray.data import Split
+from pareto_ray.methods.base import Method
+
+
+def task_losses(outputs: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per ray and task: ``[M, T]`` from per-task ``[M, N, C]`` logits."""
+    cols = []
+    for task, logits in enumerate(outputs):
+        m, n = logits.shape[:2]
+        target = targets[:, task].repeat(m)
+        cols.append(F.cross_entropy(logits.reshape(m * n, -1), target, reduction="none").view(m, n).mean(1))
+    return torch.stack(cols, dim=1)
+
+
+def shard_batches(num_samples: int, global_batch: int, epoch: int, seed: int, rank: int = 0,
+                  world_size: int = 1) -> Iterator[torch.Tensor]:
+    """Index batches of this rank's shard for one epoch.
+
+    Every rank draws the same seeded permutation; global batch b is
+    ``perm[b·B:(b+1)·B]`` and rank r takes its every ``world_size``-th sample,
+    so W workers with B/W samples each see exactly the global batch one worker
+    with B samples sees.  The last incomplete global batch is dropped.
+    """
+    if global_batch % world_size:
+        raise ValueError(f"global batch {global_batch} is not divisible by {world_size} workers")
+    if num_samples < global_batch:
+        raise ValueError(f"only {num_samples} training samples for a global batch of {global_batch}: "
+                         f"lower train.batch_size or raise data.max_train")
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(num_samples, generator=g)
+    for b in range(num_samples // global_batch):
+        yield perm[b * global_batch:(b + 1) * global_batch][rank::world_size]
+
+
+def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor, progress: float, per_sample: bool) -> tuple[float, torch.Tensor]:
+    """One optimizer step; returns (scalar loss, detached ``[M, T]`` task losses)."""
+    device = x.device
+    rays = method.train_rays(progress).to(device)
+    outputs = model(x, rays, per_sample=per_sample)
+    losses = task_losses(outputs, y)
+    loss = method.loss(losses, rays, _unwrap(model))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), losses.detach()
+
+
+def train_epoch(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, split: Split, epoch: int,
+                epochs: int, global_batch: int, seed: int, device: torch.device | str = "cpu", rank: int = 0,
+                world_size: int = 1, per_sample: bool = False) -> dict[str, float]:
+    """One pass over this rank's shard; τ runs from epoch/epochs to (epoch+1)/epochs."""
+    model.train()
+    batches = list(shard_batches(len(split), global_batch, epoch, seed, rank, world_size))
+    total, task_sum = 0.0, None
+    for i, idx in enumerate(batches):
+        progress = (epoch + i / len(batches)) / epochs
+        x = split.inputs(device, idx)
+        y = split.labels[idx].to(device)
+        loss, losses = train_step(model, method, optimizer, x, y, progress, per_sample)
+        total += loss
+        mean_losses = losses.mean(0)
+        task_sum = mean_losses if task_sum is None else task_sum + mean_losses
+    out = {"train_loss": total / len(batches)}
+    for t, v in enumerate((task_sum / len(batches)).tolist()):
+        out[f"train_loss_{t + 1}"] = v
+    return out
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: expected adam or sgd")

@@ -1,0 +1,35 @@
+"""Pareto-front methods; each is a short module on the shared loop.
+
+``METHODS`` maps ``method.name`` in the YAML config to the method class and
+its config class.
+"""
+
+from __future__ import annotations
+
+from pareto_ray.methods.base import Method, MethodConfig
+from pareto_ray.methods.ls import LinearScalarization, LSConfig
+from pareto_ray.methods.palora import PaLoRA, PaLoRAConfig
+
+METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {
+    "ls": (LinearScalarization, LSConfig),
+    "palora": (PaLoRA, PaLoRAConfig),
+}
+
+
+def build_method(cfg: MethodConfig, num_tasks: int) -> Method:
+    method_cls, _ = METHODS[cfg.name]
+    return method_cls(cfg, num_tasks)
+
+
+__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "build_model", "LSConfig", "PaLoRAConfig"]
+
+
+def build_model(model_cfg, method_cfg: MethodConfig, num_tasks: int, num_classes: int = 10):
+    """(method, preference model, plain multi-task reference net) for a config."""
+    from pareto_ray.models import BACKBONES
+
+    method = build_method(method_cfg, num_tasks)
+    kwargs = {"hidden": model_cfg.hidden} if model_cfg.backbone == "mlp" else {}
+    model = method.build_model(BACKBONES[model_cfg.backbone](num_tasks, num_classes, **kwargs))
+    reference = BACKBONES[model_cfg.backbone](num_tasks, num_classes, **kwargs)
+    return method, model, reference

@@ -1,0 +1,51 @@
+"""The method interface: what differs between Pareto-front methods.
+
+The training loop is shared (``pareto_ray.loop``).  A method says
+
+* how the network's weights are formed for λ (``build_model``),
+* which rays a step trains on (``train_rays``, given training progress τ),
+* which rays evaluation uses (``eval_rays``), and
+* the step's loss from the ``[M, T]`` matrix of task losses, with any extra
+  terms (``loss``; default Σ_m λ_mᵀ L(θ(λ_m)), the linearly scalarized sum).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from pareto_ray.models import MultiTaskNet, PreferenceModel
+
+
+class MethodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    #: False for methods whose model ignores λ (one point, not a front).
+    preference_conditioned: ClassVar[bool] = True
+
+    def __init__(self, cfg: MethodConfig, num_tasks: int):
+        self.cfg = cfg
+        self.num_tasks = num_tasks
+
+    @abstractmethod
+    def build_model(self, net: MultiTaskNet) -> PreferenceModel:
+        """Wrap (and adapt) ``net`` so that it forms weights for λ."""
+
+    @abstractmethod
+    def train_rays(self, progress: float) -> torch.Tensor:
+        """The ``[M, T]`` rays of one training step at progress τ ∈ [0, 1]."""
+
+    def eval_rays(self, grid: torch.Tensor) -> torch.Tensor:
+        """Rays the front is evaluated at (the grid, for conditioned models)."""
+        return grid
+
+    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+        """Scalar loss from ``task_losses [M, T]`` (ray m's loss on task t)."""
+        return (rays * task_losses).sum()
