@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pareto_ray.methods import LSConfig, PaLoRAConfig
+from pareto_ray.methods import METHODS, PaLoRAConfig
 
 
 class _Section(BaseModel):
@@ -74,7 +74,8 @@ class MlflowConfig(_Section):
     register_model: str | None = Field(default=None, description="register the final model under this name")
 
 
-MethodSection = Annotated[PaLoRAConfig | LSConfig, Field(discriminator="name")]
+#: ``method:`` is one of the registered methods' configs, chosen by ``method.name``.
+MethodSection = Annotated[Union[tuple(cfg for _, cfg in METHODS.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 class Config(_Section):
