@@ -7,6 +7,7 @@ losses → the method's scalar loss → one backward → optimizer step.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -50,13 +51,13 @@ def shard_batches(num_samples: int, global_batch: int, epoch: int, seed: int, ra
 def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                y: torch.Tensor, progress: float, per_sample: bool) -> tuple[float, torch.Tensor]:
     """One optimizer step; returns (scalar loss, detached ``[M, T]`` task losses)."""
-    device = x.device
-    rays = method.train_rays(progress).to(device)
-    outputs = model(x, rays, per_sample=per_sample)
-    losses = task_losses(outputs, y)
-    loss = method.loss(losses, rays, _unwrap(model))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    rays = method.train_rays(progress).to(x.device)
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    with model.no_sync() if ddp and method.combines_gradients else contextlib.nullcontext():
+        outputs = model(x, rays, per_sample=per_sample)
+        losses = task_losses(outputs, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss = method.backward(losses, rays, _unwrap(model))
     optimizer.step()
     return loss.item(), losses.detach()
 

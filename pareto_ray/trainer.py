@@ -20,12 +20,12 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from pareto_ray import checkpoint as ckpt
 from pareto_ray import tracking
 from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
+from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.evaluation import evaluate_checkpoint, evaluate_front, front_metrics, write_front
 from pareto_ray.loop import build_optimizer, train_epoch
 from pareto_ray.methods import build_model
@@ -81,7 +81,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         metrics = train_epoch(ddp_model, method, optimizer, data.train, epoch, cfg.train.epochs,
                               cfg.train.batch_size, cfg.seed, device, rank, world, per_sample)
-        metrics = _mean_over_workers(metrics, device, world)
+        metrics = _mean_over_workers(metrics, device)
         metrics["epoch"] = epoch
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
@@ -97,13 +97,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               f"val_hv {metrics['val_hv']:.4f}  non-dominated {int(metrics['val_nondominated'])}", flush=True)
 
 
-def _mean_over_workers(metrics: dict[str, float], device: torch.device, world: int) -> dict[str, float]:
-    if world == 1 or not dist.is_initialized():
-        return metrics
+def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
     keys = sorted(metrics)
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(values)
-    return dict(zip(keys, (values / world).tolist()))
+    values = all_reduce_mean(torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=device))
+    return dict(zip(keys, values.tolist()))
 
 
 @dataclass

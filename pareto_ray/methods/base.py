@@ -46,6 +46,22 @@ class Method(ABC):
         """Rays the front is evaluated at (the grid, for conditioned models)."""
         return grid
 
+    #: True for methods that combine per-task gradients themselves (gradient
+    #: balancing, EPO, MGDA).  The loop then runs the step under DDP's
+    #: ``no_sync`` and the method must all-reduce what it combines
+    #: (``pareto_ray.distributed.all_reduce_mean``) so every worker applies the same update.
+    combines_gradients: ClassVar[bool] = False
+
     def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
         """Scalar loss from ``task_losses [M, T]`` (ray m's loss on task t)."""
         return (rays * task_losses).sum()
+
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+        """Fill ``.grad`` of the trainable parameters; return the scalar loss.
+
+        Default: one backward of ``loss``.  Gradient-combining methods override
+        this (and set ``combines_gradients``).
+        """
+        loss = self.loss(task_losses, rays, model)
+        loss.backward()
+        return loss
