@@ -56,6 +56,40 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_toy(args: argparse.Namespace, console: Console) -> int:
+    from pareto_ray.toy import plot_toy, run_toy
+
+    result = run_toy(args.method, args.problem, args.set)
+    table = Table(title=f"{args.method} on {args.problem} ({result['steps']} steps, {result['seconds']:.1f} s)")
+    keys = ["igd", "igd_relative", "hv_ratio", "nondominated"]
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{result[k]:.4g}" for k in keys))
+    console.print(table)
+    if args.plot:
+        console.print(f"plot: {plot_toy(result, args.plot)}")
+    if args.json:
+        _emit_json({k: v for k, v in result.items() if k not in ("rays", "points")})
+    return 0
+
+
+def cmd_expand(args: argparse.Namespace, console: Console) -> int:
+    from pareto_ray.evaluation import read_front
+    from pareto_ray.expand import expand
+
+    cfg = load_config(args.config, args.set)
+    out = expand(args.from_checkpoint, cfg, args.output, pseudo=args.pseudo)
+    console.print(_front_table(read_front(out["front"]), f"expansion of {args.from_checkpoint}: test front"))
+    console.print(f"test HV {out['hv']:.4f} (start point {out['start']['hv']:.4f})   "
+                  f"non-dominated {int(out['nondominated'])}   {out['seconds']:.1f} s")
+    if args.pseudo:
+        console.print(_front_table(pa.Table.from_pylist(out["pseudo"]), "pseudopreferences (test)"))
+    console.print(f"checkpoint: {out['checkpoint']}\nfront: {out['front']}\nplot: {out['plot']}")
+    if args.json:
+        _emit_json({k: v for k, v in out.items() if k != "history"})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pareto-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="folder for the front Parquet and PNG (default: <checkpoint>/../fronts)")
     ev.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     ev.set_defaults(func=cmd_evaluate)
+
+    toy = sub.add_parser("toy", help="train one method on a problem with a known front and score it (IGD, HV ratio)")
+    toy.add_argument("--method", required=True, help="method name, e.g. palora, lorpman, pamal, phn_lora")
+    toy.add_argument("--problem", required=True, help="toy, toy_scaled, concave, zdt1 or zdt2")
+    toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="trainer (steps, lr, seed, eval_points) or method setting, e.g. --set solver=epo")
+    toy.add_argument("--plot", help="save the learned front over the true one as this PNG")
+    toy.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    toy.set_defaults(func=cmd_toy)
+
+    exp = sub.add_parser("expand", help="Pareto expansion: PaLoRA adapters around a single-point checkpoint")
+    exp.add_argument("--from", dest="from_checkpoint", required=True, help="checkpoint of a single-point model (ls)")
+    exp.add_argument("--config", required=True, help="YAML config with method.name: palora (epochs, lr, rank, ...)")
+    exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    exp.add_argument("--output", default="expansion", help="folder for the checkpoint, front and plot")
+    exp.add_argument("--pseudo", action="store_true", help="also evaluate pseudopreferences (1,-1), (-1,1), (0,0)")
+    exp.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    exp.set_defaults(func=cmd_expand)
     return parser
 
 

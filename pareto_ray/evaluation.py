@@ -18,12 +18,24 @@ import torch.nn.functional as F
 from pareto_ray.data import Split
 from pareto_ray.metrics import hypervolume, nondominated_count, spearman
 from pareto_ray.models import PreferenceModel
+from pareto_ray.preferences import validate_preference
 
 
 @torch.no_grad()
 def evaluate_front(model: PreferenceModel, split: Split, rays: torch.Tensor, batch_size: int = 1024,
-                   device: torch.device | str = "cpu") -> pa.Table:
-    """Accuracy and mean cross-entropy of every task under every ray."""
+                   device: torch.device | str = "cpu", allow_pseudo: bool = False) -> pa.Table:
+    """Accuracy and mean cross-entropy of every task under every ray.
+
+    Rays must lie on the simplex unless ``allow_pseudo``: then any finite λ,
+    e.g. the pseudopreferences (1, −1) or (0, 0) of PaLoRA §6.2, is evaluated.
+    """
+    rays = torch.as_tensor(rays, dtype=torch.float32)
+    if rays.dim() != 2 or rays.shape[1] != model.num_tasks:
+        raise ValueError(f"rays must have shape [M, {model.num_tasks}], got {tuple(rays.shape)}")
+    if not allow_pseudo:
+        validate_preference(rays, model.num_tasks)
+    elif not torch.isfinite(rays).all():
+        raise ValueError("pseudopreference entries must be finite numbers (no NaN/Inf)")
     was_training = model.training
     model.eval()
     rays = rays.to(device)

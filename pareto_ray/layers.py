@@ -15,6 +15,7 @@ Both paths compute the same function; tests hold them to 1e-5.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Iterable
@@ -129,3 +130,282 @@ def inject(model: nn.Module, names: Iterable[str], make_layer) -> list[nn.Module
         setattr(parent, child, layer)
         layers.append(layer)
     return layers
+
+
+# --- layers whose weights are a full ensemble, generated, or take λ as input ---------------------------------
+
+ENSEMBLE_ADAPTABLE = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _as_rows(pref: torch.Tensor, n: int) -> torch.Tensor:
+    """``[N, T]`` preferences from a ``[T]`` one (expanded) or an ``[N, T]`` one (checked)."""
+    if pref.dim() == 1:
+        return pref.unsqueeze(0).expand(n, -1)
+    if pref.shape[0] != n:
+        raise ValueError(f"per-sample preferences [{pref.shape[0]}, T] do not match batch size {n}")
+    return pref
+
+
+def _require_preference(pref: torch.Tensor | None) -> torch.Tensor:
+    if pref is None:
+        raise RuntimeError("no preference set: call the model with rays (model(x, rays)), "
+                           "not the adapted network directly")
+    return pref
+
+
+def _check_conv(layer: nn.Module) -> None:
+    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+        raise ValueError("only ungrouped, zero-padded convolutions can be adapted here")
+
+
+def _grouped_conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Sample n convolved with ``weight[n]`` ([N, out, in, kh, kw]) as one grouped convolution."""
+    n = x.shape[0]
+    y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), weight.reshape(-1, *weight.shape[2:]),
+                 None if bias is None else bias.reshape(-1), conv.stride, conv.padding, conv.dilation, groups=n)
+    return y.view(n, -1, *y.shape[2:])
+
+
+class EnsemblePreferenceLayer(nn.Module):
+    """PaMaL's layer: T independently initialized full copies, θ(λ) = Σ_t λ_t θ_t.
+
+    Wraps an ``nn.Linear``, ``nn.Conv2d`` or BatchNorm.  Member 0 starts from
+    the base layer's weights, the others from a fresh ``reset_parameters()``.
+    For BatchNorm only the affine parameters are mixed; the running statistics
+    stay those of the (shared) base layer, which normalizes without affine.
+    The merged path mixes the weights once; the per-sample path runs the T
+    members as one wider op and mixes their outputs per sample (the same
+    function: every op here is linear in its weights).
+
+    ``lr_multiplier`` = T: PaMaL trains the ensemble at T× the learning rate,
+    since a step scales each member's gradient by λ_t (≈ 1/T in expectation).
+    """
+
+    def __init__(self, base_layer: nn.Module, num_tasks: int):
+        super().__init__()
+        if not isinstance(base_layer, ENSEMBLE_ADAPTABLE):
+            raise TypeError(f"can only ensemble Linear, Conv2d or BatchNorm layers, got {type(base_layer).__name__}")
+        _check_conv(base_layer)
+        self.num_tasks = num_tasks
+        self.lr_multiplier = float(num_tasks)
+        self.is_norm = isinstance(base_layer, nn.modules.batchnorm._BatchNorm)
+        if self.is_norm and not base_layer.affine:
+            raise ValueError("a BatchNorm without affine parameters has nothing to ensemble")
+        members = [base_layer] + [copy.deepcopy(base_layer) for _ in range(num_tasks - 1)]
+        for member in members[1:]:
+            member.reset_parameters()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in members]))
+        has_bias = base_layer.bias is not None
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in members])) if has_bias else None
+        base_layer.weight = None  # the base keeps its config (and BatchNorm statistics), not its weights
+        base_layer.bias = None
+        self.base_layer = base_layer
+        self.preference: torch.Tensor | None = None
+
+    def mixed(self, pref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Σ λ_t W_t, Σ λ_t b_t) for a ``[T]`` preference."""
+        pref = pref.to(self.weight.dtype)
+        weight = torch.einsum("t,t...->...", pref, self.weight)
+        bias = None if self.bias is None else pref @ self.bias
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pref = _require_preference(self.preference)
+        base = self.base_layer
+        if self.is_norm:  # normalize with the shared statistics, then the mixed affine map
+            rows = _as_rows(pref, x.shape[0]).to(x.dtype)
+            gamma = rows @ self.weight
+            beta = rows @ self.bias
+            shape = (x.shape[0], -1) + (1,) * (x.dim() - 2)
+            return base(x) * gamma.view(shape) + beta.view(shape)
+        if pref.dim() == 1:
+            weight, bias = self.mixed(pref)
+            if isinstance(base, nn.Conv2d):
+                return base._conv_forward(x, weight, bias)
+            return F.linear(x, weight, bias)
+        rows = _as_rows(pref, x.shape[0]).to(x.dtype)
+        t = self.num_tasks
+        flat_bias = None if self.bias is None else self.bias.reshape(-1)
+        if isinstance(base, nn.Conv2d):
+            y = base._conv_forward(x, self.weight.reshape(-1, *self.weight.shape[2:]), flat_bias)
+            y = y.view(x.shape[0], t, -1, *y.shape[2:])
+            return torch.einsum("nt,nt...->n...", rows, y)
+        y = F.linear(x, self.weight.reshape(-1, self.weight.shape[-1]), flat_bias)
+        y = y.view(*y.shape[:-1], t, -1)
+        return torch.einsum("nt,n...to->n...o", rows, y)
+
+    def extra_repr(self) -> str:
+        return f"members={self.num_tasks}"
+
+
+def target_shapes(layer: nn.Linear | nn.Conv2d) -> dict[str, tuple[int, ...]]:
+    """The tensors a hypernetwork generates for a layer: its weight and (if any) bias."""
+    shapes = {"weight": tuple(layer.weight.shape)}
+    if layer.bias is not None:
+        shapes["bias"] = tuple(layer.bias.shape)
+    return shapes
+
+
+class GeneratedLayer(nn.Module):
+    """A layer whose weight and bias are produced by a hypernetwork (PHN).
+
+    The base layer keeps only its configuration; its parameters are dropped.
+    The owning model sets ``layer.generated`` to ``{"weight": W, "bias": b}``
+    with unbatched shapes (one λ for the batch) or a leading sample dimension
+    (one λ per sample: a batched matmul, or a grouped convolution).
+    """
+
+    def __init__(self, base_layer: nn.Linear | nn.Conv2d):
+        super().__init__()
+        if not isinstance(base_layer, ADAPTABLE):
+            raise TypeError(f"can only generate nn.Linear or nn.Conv2d, got {type(base_layer).__name__}")
+        _check_conv(base_layer)
+        self.shapes = target_shapes(base_layer)
+        #: the base layer's own (default-initialized) tensors: the hypernetwork starts from them
+        self.initial = [base_layer.weight.detach().flatten().clone()] + (
+            [base_layer.bias.detach().flatten().clone()] if base_layer.bias is not None else [])
+        base_layer.weight = None
+        base_layer.bias = None
+        self.base_layer = base_layer
+        self.generated: dict[str, torch.Tensor] | None = None
+
+    def head_sizes(self) -> list[int]:
+        """Sizes of the flat tensors a hypernetwork emits for this layer (weight, then bias)."""
+        return [math.prod(shape) for shape in self.shapes.values()]
+
+    def head_init(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per head (bias, row scale) for the hypernetwork: start at the layer's own initialization,
+        with the λ-dependent part scaled down to 0.1 of a default linear head."""
+        return [(init, torch.full_like(init, 0.1)) for init in self.initial]
+
+    def set_generated(self, flats: list[torch.Tensor] | None) -> None:
+        """Install the hypernetwork's outputs (``[n]`` each, or ``[N, n]`` per sample); None clears."""
+        if flats is None:
+            self.generated = None
+            return
+        lead = flats[0].shape[:-1]
+        self.generated = {k: f.reshape(*lead, *shape) for (k, shape), f in zip(self.shapes.items(), flats)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generated is None:
+            raise RuntimeError("no generated weights: call the model with rays (model(x, rays))")
+        weight, bias = self.generated["weight"], self.generated.get("bias")
+        per_sample = weight.dim() > len(self.shapes["weight"])
+        conv = isinstance(self.base_layer, nn.Conv2d)
+        if not per_sample:
+            return self.base_layer._conv_forward(x, weight, bias) if conv else F.linear(x, weight, bias)
+        if weight.shape[0] != x.shape[0]:
+            raise ValueError(f"generated weights for {weight.shape[0]} samples, batch has {x.shape[0]}")
+        if conv:
+            return _grouped_conv(self.base_layer, x, weight, bias)
+        y = torch.einsum("n...i,noi->n...o", x, weight)
+        return y if bias is None else y + bias.view(bias.shape[0], *([1] * (x.dim() - 2)), -1)
+
+
+class GeneratedLoRALayer(nn.Module):
+    """W(λ) = W + s · B(λ) A(λ): one LoRA pair per layer generated from λ (PHN-LoRA).
+
+    The owning model sets ``layer.lora`` to ``(A, B)`` with A ``[r, fan_in]``
+    and B ``[out, r]`` (one λ: merged weights) or ``[N, r, fan_in]`` and
+    ``[N, out, r]`` (one λ per sample: batched matmuls / grouped convolution
+    next to the base op).  For a convolution A acts as a convolution with r
+    output channels and B as a 1×1 convolution, as in ``LowRankPreferenceLayer``.
+    """
+
+    def __init__(self, base_layer: nn.Linear | nn.Conv2d, rank: int, scale: float):
+        super().__init__()
+        if not isinstance(base_layer, ADAPTABLE):
+            raise TypeError(f"can only adapt nn.Linear or nn.Conv2d, got {type(base_layer).__name__}")
+        _check_conv(base_layer)
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.base_layer = base_layer
+        self.rank = rank
+        self.scale = scale
+        self.out_features = base_layer.weight.shape[0]
+        self.fan_in = base_layer.weight[0].numel()
+        self.lora: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def lora_numel(self) -> int:
+        """Numbers a hypernetwork head emits for this layer: r·(fan_in + out)."""
+        return self.rank * (self.fan_in + self.out_features)
+
+    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) from a head's flat output ``[..., r·(fan_in + out)]``."""
+        a, b = flat.split([self.rank * self.fan_in, self.rank * self.out_features], dim=-1)
+        lead = flat.shape[:-1]
+        return a.reshape(*lead, self.rank, self.fan_in), b.reshape(*lead, self.out_features, self.rank)
+
+    def head_sizes(self) -> list[int]:
+        return [self.lora_numel]
+
+    def head_init(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(bias, row scale) of the head: A starts kaiming-uniform as in LoRA, B at zero (rows and
+        bias), so θ(λ) = θ₀ for every λ at initialization and the B rows learn first."""
+        a = torch.empty(self.rank, self.fan_in)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        bias = torch.cat([a.flatten(), torch.zeros(self.rank * self.out_features)])
+        scale = torch.cat([torch.full((a.numel(),), 0.1), torch.zeros(self.rank * self.out_features)])
+        return [(bias, scale)]
+
+    def set_generated(self, flats: list[torch.Tensor] | None) -> None:
+        """Install the generated (A, B) from the head's flat output (``[n]`` or ``[N, n]``); None clears."""
+        self.lora = None if flats is None else self.split(flats[0])
+
+    def delta_weight(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.scale * (b @ a)).view_as(self.base_layer.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lora is None:
+            raise RuntimeError("no generated LoRA: call the model with rays (model(x, rays))")
+        a, b = self.lora
+        base = self.base_layer
+        conv = isinstance(base, nn.Conv2d)
+        if a.dim() == 2:
+            weight = base.weight + self.delta_weight(a, b)
+            return base._conv_forward(x, weight, base.bias) if conv else F.linear(x, weight, base.bias)
+        if a.shape[0] != x.shape[0]:
+            raise ValueError(f"generated LoRA for {a.shape[0]} samples, batch has {x.shape[0]}")
+        if conv:
+            xa = _grouped_conv(base, x, a.view(a.shape[0], self.rank, *base.weight.shape[1:]), None)
+            return base(x) + self.scale * torch.einsum("nrhw,nor->nohw", xa, b)
+        xa = torch.einsum("n...i,nri->n...r", x, a)
+        return base(x) + self.scale * torch.einsum("n...r,nor->n...o", xa, b)
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scale={self.scale:g}"
+
+
+class PreferenceInputLayer(nn.Module):
+    """COSMOS: λ enters as extra input — T constant channels of an image
+    convolution, or T extra features of a linear layer.
+
+    The λ inputs get their own weights ``pref_weight`` ([out, T, kh, kw] or
+    [out, T]), so the layer computes base(x) on ``[x, λ]`` concatenated.
+    """
+
+    def __init__(self, base_layer: nn.Linear | nn.Conv2d, num_tasks: int):
+        super().__init__()
+        if not isinstance(base_layer, ADAPTABLE):
+            raise TypeError(f"can only extend nn.Linear or nn.Conv2d, got {type(base_layer).__name__}")
+        _check_conv(base_layer)
+        self.base_layer = base_layer
+        self.num_tasks = num_tasks
+        w = base_layer.weight
+        self.pref_weight = nn.Parameter(torch.empty(w.shape[0], num_tasks, *w.shape[2:], device=w.device, dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.pref_weight, a=math.sqrt(5))
+        self.preference: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _as_rows(_require_preference(self.preference), x.shape[0]).to(x.dtype)
+        base = self.base_layer
+        weight = torch.cat([base.weight, self.pref_weight], dim=1)
+        if isinstance(base, nn.Conv2d):
+            channels = rows[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return base._conv_forward(torch.cat([x, channels], dim=1), weight, base.bias)
+        feats = rows.view(rows.shape[0], *([1] * (x.dim() - 2)), -1).expand(*x.shape[:-1], -1)
+        return F.linear(torch.cat([x, feats], dim=-1), weight, base.bias)
+
+    def extra_repr(self) -> str:
+        return f"preference_inputs={self.num_tasks}"

@@ -8,7 +8,7 @@ losses → the method's scalar loss → one backward → optimizer step.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -49,13 +49,19 @@ def shard_batches(num_samples: int, global_batch: int, epoch: int, seed: int, ra
 
 
 def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, progress: float, per_sample: bool) -> tuple[float, torch.Tensor]:
-    """One optimizer step; returns (scalar loss, detached ``[M, T]`` task losses)."""
+               y: torch.Tensor, progress: float, per_sample: bool,
+               criterion: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor] = task_losses,
+               ) -> tuple[float, torch.Tensor]:
+    """One optimizer step; returns (scalar loss, detached ``[M, T]`` task losses).
+
+    ``criterion(outputs, y)`` gives the ``[M, T]`` task losses (cross-entropy by
+    default; the toy problems pass their objectives).
+    """
     rays = method.train_rays(progress).to(x.device)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     with model.no_sync() if ddp and method.combines_gradients else contextlib.nullcontext():
         outputs = model(x, rays, per_sample=per_sample)
-        losses = task_losses(outputs, y)
+        losses = criterion(outputs, y)
         optimizer.zero_grad(set_to_none=True)
         loss = method.backward(losses, rays, _unwrap(model))
     optimizer.step()
@@ -88,9 +94,28 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups(model, lr)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}: expected adam or sgd")
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict]:
+    """Trainable parameters grouped by learning rate.
+
+    A module may set ``lr_multiplier`` for its own parameters (PaMaL's
+    ensemble layers train at T× the base rate); all others use ``lr``.
+    """
+    multiplier: dict[nn.Parameter, float] = {}
+    for module in model.modules():
+        scale = getattr(module, "lr_multiplier", None)
+        if scale is not None:
+            for p in module.parameters(recurse=False):
+                multiplier[p] = float(scale)
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault(multiplier.get(p, 1.0), []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]

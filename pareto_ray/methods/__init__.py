@@ -7,12 +7,22 @@ its config class.
 from __future__ import annotations
 
 from pareto_ray.methods.base import Method, MethodConfig
+from pareto_ray.methods.cosmos import COSMOS, COSMOSConfig
+from pareto_ray.methods.lorpman import LORPMAN, LORPMANConfig
 from pareto_ray.methods.ls import LinearScalarization, LSConfig
 from pareto_ray.methods.palora import PaLoRA, PaLoRAConfig
+from pareto_ray.methods.pamal import PaMaL, PaMaLConfig
+from pareto_ray.methods.phn import PHN, PHNConfig
+from pareto_ray.methods.phn_lora import PHNLoRA, PHNLoRAConfig
 
 METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {
     "ls": (LinearScalarization, LSConfig),
     "palora": (PaLoRA, PaLoRAConfig),
+    "lorpman": (LORPMAN, LORPMANConfig),
+    "phn_lora": (PHNLoRA, PHNLoRAConfig),
+    "pamal": (PaMaL, PaMaLConfig),
+    "cosmos": (COSMOS, COSMOSConfig),
+    "phn": (PHN, PHNConfig),
 }
 
 

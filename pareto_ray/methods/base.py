@@ -65,3 +65,30 @@ class Method(ABC):
         loss = self.loss(task_losses, rays, model)
         loss.backward()
         return loss
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def task_gradients(task_losses: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Flattened gradient of every entry of ``task_losses [M, T]``: ``[M, T, P]`` (graph kept)."""
+    rows = []
+    for loss in task_losses.flatten():
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)]))
+    return torch.stack(rows).view(*task_losses.shape, -1)
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average ``.grad`` over the workers in one flat all-reduce (what DDP does when it syncs)."""
+    from pareto_ray.distributed import all_reduce_mean, world_size
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if world_size() == 1 or not grads:
+        return
+    flat = all_reduce_mean(torch.cat([g.flatten() for g in grads]))
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()

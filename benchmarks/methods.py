@@ -1,0 +1,256 @@
+"""Benchmark the continuous Pareto-front methods and write ``docs/results.md``.
+
+Two parts, each stored in ``docs/results.json`` so they can run separately:
+
+* ``mnist`` — LS, PaLoRA, LORPMAN, PHN-LoRA, PaMaL, COSMOS and PHN on
+  MultiMNIST and MultiFashion (``../shared/data``), LeNet, batch 256, Adam
+  1e-3, each method with its paper's settings (the method configs' defaults).
+  Trains in this process with the shared loop (no Ray: wall time per epoch
+  should measure the method, not the cluster) and scores the test front at
+  the 11-ray grid: accuracy HV (reference 0), trainable parameters, Δp% over
+  the plain LeNet, seconds per epoch.
+* ``toy`` — every method on every problem with a known front
+  (``pareto_ray.toy``): IGD relative to the front's diameter and HV ratio.
+
+    python benchmarks/methods.py mnist --epochs 10 --seeds 0 1 2
+    python benchmarks/methods.py toy
+    python benchmarks/methods.py report          # rewrite docs/results.md from docs/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pareto_ray.config import load_config  # noqa: E402
+from pareto_ray.data import load_dataset  # noqa: E402
+from pareto_ray.evaluation import evaluate_front, front_arrays, front_metrics  # noqa: E402
+from pareto_ray.loop import build_optimizer, train_epoch  # noqa: E402
+from pareto_ray.methods import build_model  # noqa: E402
+from pareto_ray.metrics import parameter_overhead  # noqa: E402
+from pareto_ray.preferences import simplex_grid  # noqa: E402
+
+METHODS = ["ls", "palora", "lorpman", "phn_lora", "pamal", "cosmos", "phn"]
+LABELS = {"ls": "LS", "palora": "PaLoRA", "lorpman": "LORPMAN", "phn_lora": "PHN-LoRA", "pamal": "PaMaL",
+          "cosmos": "COSMOS", "phn": "PHN"}
+DATASETS = {"multimnist": "MultiMNIST", "multifashion": "MultiFashion"}
+RESULTS = REPO / "docs" / "results.json"
+REPORT = REPO / "docs" / "results.md"
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+
+
+def load_results() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"mnist": {}, "toy": {}, "meta": {}}
+
+
+def save_results(results: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1))
+
+
+def run_mnist(dataset: str, method: str, seed: int, epochs: int, max_train: int | None, max_eval: int | None,
+              root: str) -> dict[str, Any]:
+    overrides = [f"data.dataset={dataset}", f"data.root={root}", f"method.name={method}", f"seed={seed}",
+                 f"train.epochs={epochs}", "train.batch_size=256", "train.lr=0.001", "ray.num_workers=1"]
+    if max_train:
+        overrides.append(f"data.max_train={max_train}")
+    if max_eval:
+        overrides.append(f"data.max_eval={max_eval}")
+    cfg = load_config(None, overrides)
+    data = load_dataset(cfg.data)
+    torch.manual_seed(seed)
+    meth, model, reference = build_model(cfg.model, cfg.method, data.num_tasks, data.num_classes)
+    optimizer = build_optimizer(model, "adam", cfg.train.lr)
+    epoch_seconds = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        train_epoch(model, meth, optimizer, data.train, epoch, epochs, cfg.train.batch_size, seed)
+        epoch_seconds.append(time.perf_counter() - start)
+    rays = meth.eval_rays(simplex_grid(data.num_tasks))
+    table = evaluate_front(model, data.test, rays, 1000)
+    params, overhead = parameter_overhead(model, reference)
+    _, acc, _ = front_arrays(table)
+    return {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs, "train_samples": len(data.train),
+            "test_samples": len(data.test), **{f"test_{k}": v for k, v in front_metrics(table).items()},
+            "params": params, "delta_params_pct": overhead, "seconds_per_epoch": float(np.mean(epoch_seconds)),
+            "front": acc.tolist()}
+
+
+def cmd_mnist(args: argparse.Namespace) -> None:
+    results = load_results()
+    started = time.perf_counter()
+    for dataset in args.datasets:
+        max_train = args.max_train.get(dataset)
+        for seed in args.seeds:
+            for method in args.methods:
+                rec = run_mnist(dataset, method, seed, args.epochs, max_train, args.max_eval, args.root)
+                results["mnist"][f"{dataset}/{method}/{seed}"] = rec
+                save_results(results)
+                print(f"{dataset:13s} {method:9s} seed {seed}: HV {rec['test_hv']:.4f}  "
+                      f"{rec['seconds_per_epoch']:.1f} s/epoch  params {rec['params']}", flush=True)
+    results["meta"]["mnist"] = {"command": " ".join(sys.argv), "machine": machine(),
+                                "wall_minutes": (time.perf_counter() - started) / 60, "epochs": args.epochs,
+                                "seeds": args.seeds, "max_train": args.max_train, "max_eval": args.max_eval}
+    save_results(results)
+    write_report(results)
+
+
+TOY_RUNS: list[tuple[str, str, list[str]]] = [
+    *[(m, p, []) for p in ("toy", "toy_scaled", "concave", "zdt1", "zdt2") for m in METHODS[1:]],
+    ("pamal", "toy_scaled", ["balancing=gradient"]), ("pamal", "toy_scaled", ["balancing=loss"]),
+    *[(m, p, ["solver=epo"]) for p in ("concave", "zdt1", "zdt2") for m in ("phn_lora", "phn")],
+]
+
+
+def cmd_toy(args: argparse.Namespace) -> None:
+    from pareto_ray.toy import dent_points, get_problem, run_toy
+
+    results = load_results()
+    started = time.perf_counter()
+    for method, problem, extra in TOY_RUNS:
+        res = run_toy(method, problem, [f"seed={args.seed}", *extra])
+        dent = len(dent_points(np.asarray(res["points"]), get_problem(problem).front()))
+        key = f"{problem}/{method}{'/' + ','.join(extra) if extra else ''}"
+        results["toy"][key] = {k: v for k, v in res.items() if k not in ("rays", "points")} | {"set": extra,
+                                                                                             "dent_points": dent}
+        save_results(results)
+        print(f"{key:40s} IGD/diam {res['igd_relative']:.4f}  HV ratio {res['hv_ratio']:.4f}  dent {dent}", flush=True)
+    results["meta"]["toy"] = {"command": " ".join(sys.argv), "machine": machine(),
+                              "wall_minutes": (time.perf_counter() - started) / 60}
+    save_results(results)
+    write_report(results)
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def plot_fronts(records: list[dict[str, Any]], dataset: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for i, method in enumerate(METHODS):
+        recs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
+        if not recs:
+            continue
+        front = np.asarray(recs[0]["front"])
+        style = "*" if method == "ls" else "o-"
+        ax.plot(front[:, 0], front[:, 1], style, ms=9 if method == "ls" else 4, color=f"C{i}",
+                label=f"{LABELS[method]} (seed {recs[0]['seed']})")
+    ax.set_xlabel("task 1 accuracy (test)")
+    ax.set_ylabel("task 2 accuracy (test)")
+    ax.set_title(f"{DATASETS[dataset]}: test fronts, 11 rays")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any]) -> None:
+    lines = ["# Benchmark results", "",
+             "Written by `benchmarks/methods.py` (do not edit by hand: rerun it). Raw numbers: `docs/results.json`.", ""]
+    meta = results.get("meta", {})
+    mnist = list(results.get("mnist", {}).values())
+    if mnist:
+        m = meta.get("mnist", {})
+        lines += ["## MultiMNIST and MultiFashion", "",
+                  f"Command: `{m.get('command', '?')}`  ", f"Machine: {m.get('machine', '?')} "
+                  f"(shared with other jobs, so wall times are noisy); total {m.get('wall_minutes', 0):.1f} min.  ",
+                  f"Setting: LeNet, batch 256, Adam 1e-3, {m.get('epochs')} epochs, seeds {m.get('seeds')}, training "
+                  f"subset {m.get('max_train') or 'none'}, test subset {m.get('max_eval') or 'none'}; every method "
+                  "with its paper's settings (the defaults of its config). HV of test accuracies at the 11-ray grid, "
+                  "reference 0; Δp% is over the plain multi-task LeNet (27,450 parameters).", ""]
+        for dataset, title in DATASETS.items():
+            recs = [r for r in mnist if r["dataset"] == dataset]
+            if not recs:
+                continue
+            n_train, n_test = recs[0]["train_samples"], recs[0]["test_samples"]
+            lines += [f"### {title} ({n_train} training, {n_test} test composites)", "",
+                      "| method | test HV | best acc 1 | best acc 2 | non-dominated | trainable params | Δp% | s / epoch |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for method in METHODS:
+                mr = [r for r in recs if r["method"] == method]
+                if not mr:
+                    continue
+                lines.append(f"| {LABELS[method]} | {_fmt([r['test_hv'] for r in mr])} "
+                             f"| {np.mean([r['test_acc_1_max'] for r in mr]):.4f} "
+                             f"| {np.mean([r['test_acc_2_max'] for r in mr]):.4f} "
+                             f"| {np.mean([r['test_nondominated'] for r in mr]):.1f} "
+                             f"| {mr[0]['params']:,} | {mr[0]['delta_params_pct']:.1f} "
+                             f"| {np.mean([r['seconds_per_epoch'] for r in mr]):.1f} |")
+            plot = plot_fronts(recs, dataset, REPO / "docs" / f"results_{dataset}.png")
+            lines += ["", f"![{title} fronts]({plot.name})", ""]
+    toy = results.get("toy", {})
+    if toy:
+        m = meta.get("toy", {})
+        lines += ["## Problems with known fronts", "",
+                  f"Command: `{m.get('command', '?')}`  ", f"Machine: {m.get('machine', '?')}; total "
+                  f"{m.get('wall_minutes', 0):.1f} min.  ",
+                  "Each method's default settings on `pareto-ray toy` (seed 0, 51 evaluation rays): IGD relative "
+                  "to the true front's diameter (lower is better), HV ratio to the true front's HV (reference: "
+                  "the front's nadir + 10% of its range), and the number of points strictly inside the dent of "
+                  "the convex hull (only meaningful on the non-convex fronts: concave, zdt2).", "",
+                  "| problem | method | settings | IGD / diameter | HV ratio | non-dominated | dent points | s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in toy.values():
+            lines.append(f"| {r['problem']} | {LABELS[r['method']]} | {' '.join(r['set']) or 'default'} "
+                         f"| {r['igd_relative']:.4f} | {r['hv_ratio']:.4f} | {int(r['nondominated'])} "
+                         f"| {r['dent_points']} | {r['seconds']:.0f} |")
+        lines.append("")
+    notes = REPO / "docs" / "results_notes.md"
+    if notes.is_file():
+        lines += [notes.read_text()]
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {REPORT}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    mn = sub.add_parser("mnist")
+    mn.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    mn.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    mn.add_argument("--seeds", nargs="+", type=int, default=[0])
+    mn.add_argument("--epochs", type=int, default=10)
+    mn.add_argument("--max-train", type=json.loads, default={}, help='JSON {"dataset": n}: training subset per dataset')
+    mn.add_argument("--max-eval", type=int, default=None)
+    mn.add_argument("--root", default=str(REPO.parent / "shared" / "data"))
+    mn.add_argument("--threads", type=int, default=2)
+    toy = sub.add_parser("toy")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--threads", type=int, default=1)
+    sub.add_parser("report")
+    args = parser.parse_args()
+    if hasattr(args, "threads"):
+        torch.set_num_threads(args.threads)
+    {"mnist": cmd_mnist, "toy": cmd_toy, "report": lambda a: write_report(load_results())}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""PaMaL — Pareto Manifold Learning (Dimitriadis et al., 2023, Algorithm 1).
+
+T independently initialized copies of the network form θ(α) = Σ_t α_t θ_t.
+Each batch is forwarded under a window of W rays α ~ Dir(p), the loss is
+Σ_w α_wᵀ L(θ(α_w)) plus λ times the multi-forward regularization, and the
+ensemble trains at T× the learning rate (Section 5).  Optional balancing
+(Section 4.2): *loss* balancing divides each task loss by the mean of its
+last few values; *gradient* balancing scales each task's gradient on the
+shared parameters to unit norm before the α-weighted sum.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from pareto_ray.distributed import all_reduce_mean
+from pareto_ray.layers import ENSEMBLE_ADAPTABLE, EnsemblePreferenceLayer, inject
+from pareto_ray.methods.base import (
+    Method,
+    MethodConfig,
+    all_reduce_gradients,
+    task_gradients,
+    trainable_parameters,
+)
+from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
+from pareto_ray.preferences import dirichlet
+
+
+def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+    """PaMaL's R = Σ_t log( 1/|E_t| Σ_{(i,j)∈E_t} exp([L_t(α_j) − L_t(α_i)]_+) ).
+
+    E_t is the lexicographic graph of task t: the W rays sorted by α_t, one
+    edge from each ray to the next (α_{i,t} < α_{j,t}), W − 1 edges.  A ray
+    that weighs task t more should have the lower loss on it, so the penalty
+    is the *violation* L_t(α_j) − L_t(α_i) > 0.  (The printed formula has the
+    difference the other way round, which would penalize the correct order.)
+    A correctly ordered window gives exactly 0.
+    """
+    if task_losses.shape != rays.shape:
+        raise ValueError(f"task losses {tuple(task_losses.shape)} and rays {tuple(rays.shape)} differ in shape")
+    if rays.shape[0] < 2:
+        return task_losses.new_zeros(())
+    total = task_losses.new_zeros(())
+    for t in range(rays.shape[1]):
+        order = torch.argsort(rays[:, t])
+        low, high = order[:-1], order[1:]
+        violation = torch.relu(task_losses[high, t] - task_losses[low, t])
+        total = total + torch.log(torch.exp(violation).mean())
+    return total
+
+
+class RayGenerator:
+    """Dirichlet rays from a generator seeded with the process seed (``torch.initial_seed()``),
+    so every DDP worker — seeded alike — draws the same rays, whatever else consumes randomness."""
+
+    def __init__(self) -> None:
+        self._gen: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(torch.initial_seed())
+        return self._gen
+
+    def dirichlet(self, num_rays: int, num_tasks: int, concentration: float) -> torch.Tensor:
+        return dirichlet(num_rays, num_tasks, concentration, self.generator)
+
+
+class PaMaLConfig(MethodConfig):
+    name: Literal["pamal"] = "pamal"
+    rays_per_step: int = Field(default=4, ge=1, le=64, description="window W: rays (forwards) per batch (MultiMNIST: 4)")
+    concentration: float = Field(default=1.0, gt=0, description="Dirichlet concentration p")
+    regularization: float = Field(default=0.0, ge=0, description="multi-forward regularization λ (MultiMNIST: 0)")
+    balancing: Literal["none", "loss", "gradient"] = Field(
+        default="none", description="loss: divide by the moving mean of past losses; gradient: unit-norm task gradients")
+    loss_window: int = Field(default=10, ge=1, description="steps in the loss-balancing moving mean")
+    scale_lr: bool = Field(default=True, description="train the ensemble at T× the learning rate (the paper's choice)")
+    target_modules: list[str] | None = Field(
+        default=None, description="module names/regexes to ensemble; default every Linear/Conv2d/BatchNorm")
+
+
+class PaMaL(Method):
+    name = "pamal"
+    cfg: PaMaLConfig
+
+    def __init__(self, cfg: PaMaLConfig, num_tasks: int):
+        super().__init__(cfg, num_tasks)
+        self.rays = RayGenerator()
+        self.history: deque[torch.Tensor] = deque(maxlen=cfg.loss_window)
+        self.combines_gradients = cfg.balancing == "gradient"
+        self._shared: list[torch.nn.Parameter] = []
+
+    def build_model(self, net: MultiTaskNet) -> PreferenceModel:
+        names = [n for n, m in net.named_modules() if isinstance(m, ENSEMBLE_ADAPTABLE)]
+        if self.cfg.target_modules is not None:
+            names = [n for n in names if any(re.fullmatch(p, n) or n.endswith("." + p) or n == p
+                                             for p in self.cfg.target_modules)]
+            if not names:
+                raise ValueError(f"method.target_modules {self.cfg.target_modules} matched no Linear/Conv2d/BatchNorm")
+        layers = inject(net, names, lambda m: EnsemblePreferenceLayer(m, self.num_tasks))
+        if not self.cfg.scale_lr:
+            for layer in layers:
+                layer.lr_multiplier = 1.0
+        model = AdaptedModel(net, layers)
+        self._shared = [p for p in net.encoder.parameters()]
+        return model
+
+    def train_rays(self, progress: float) -> torch.Tensor:
+        return self.rays.dirichlet(self.cfg.rays_per_step, self.num_tasks, self.cfg.concentration)
+
+    def loss_weights(self, task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """α, or α divided by each task's moving-mean loss magnitude under loss balancing (worker-averaged, detached)."""
+        if self.cfg.balancing != "loss":
+            return rays
+        current = all_reduce_mean(task_losses.detach().mean(0).clone())
+        self.history.append(current)
+        scale = torch.stack(list(self.history)).mean(0).abs().clamp_min(1e-12)  # |·|: objectives may be negative
+        return rays / scale
+
+    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+        total = (self.loss_weights(task_losses, rays) * task_losses).sum()
+        if self.cfg.regularization > 0:
+            total = total + self.cfg.regularization * multi_forward_regularization(task_losses, rays)
+        return total
+
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+        if self.cfg.balancing != "gradient":
+            return super().backward(task_losses, rays, model)
+        # Gradient balancing: on the shared (encoder) parameters the α-weighted task
+        # gradients are replaced by α-weighted *unit-norm* ones, using gradients
+        # averaged over all workers so that every worker applies the same update.
+        shared = [p for p in self._shared if p.requires_grad]
+        grads = all_reduce_mean(task_gradients(task_losses, shared))  # [M, T, P]
+        loss = self.loss(task_losses, rays, model)
+        loss.backward()
+        params = trainable_parameters(model)
+        all_reduce_gradients(params)
+        weights = rays.to(grads.dtype)[..., None]
+        unit = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        correction = (weights * (unit - grads)).sum((0, 1))
+        offset = 0
+        for p in shared:
+            n = p.numel()
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.add_(correction[offset:offset + n].view_as(p))
+            offset += n
+        return loss
