@@ -11,6 +11,8 @@ from the run's latest checkpoint.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if restored:
         with restored.as_directory() as d:
             ckpt.load_optimizer(d, optimizer)
+    fault = config.get("fail_at")
+    if fault and fault["rank"] == rank:
+        _arm_fault(optimizer, fault, start_epoch, len(data.train) // cfg.train.batch_size)
 
     grid = method.eval_rays(simplex_grid(data.num_tasks, cfg.eval.grid_points))
     per_sample = use_per_sample(cfg, device)
@@ -92,9 +97,49 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = {"epoch": epoch, "metrics": metrics}
             ckpt.save_checkpoint(tmp, model, cfg, state, optimizer, table)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        # Log only once Ray Train has committed the checkpoint (it registers reports asynchronously): any restart
+        # then resumes from this epoch or a later one, so no epoch's metrics reach MLflow twice.
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
         tracking.log_metrics(uri, run_id, metrics, step=epoch)
         print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
               f"val_hv {metrics['val_hv']:.4f}  non-dominated {int(metrics['val_nondominated'])}", flush=True)
+
+
+#: Test hook: ``PARETO_RAY_FAIL_AT=epoch:step:rank`` (in the driver's environment) SIGKILLs the worker of that rank
+#: right after that optimizer step (epoch from 0, step from 1), once per run: a marker file in the run's storage
+#: folder (local or shared filesystem) keeps the restarted worker group from failing again.
+FAIL_AT_ENV = "PARETO_RAY_FAIL_AT"
+
+
+def _fault_injection(cfg: Config) -> dict[str, Any] | None:
+    spec = os.environ.get(FAIL_AT_ENV)
+    if not spec:
+        return None
+    try:
+        epoch, step, rank = (int(part) for part in spec.split(":"))
+    except ValueError:
+        raise ValueError(f"{FAIL_AT_ENV} must be epoch:step:rank (e.g. 1:3:1), got {spec!r}") from None
+    marker = Path(_storage_path(cfg.ray.storage_path)) / str(cfg.name) / f".fail_at_{epoch}_{step}_{rank}"
+    return {"epoch": epoch, "step": step, "rank": rank, "marker": str(marker)}
+
+
+def _arm_fault(optimizer: torch.optim.Optimizer, fault: dict[str, Any], start_epoch: int, steps_per_epoch: int) -> None:
+    marker = Path(fault["marker"])
+    target = fault["epoch"] * steps_per_epoch + fault["step"]
+    steps = start_epoch * steps_per_epoch
+
+    def after_step(*_: Any) -> None:
+        nonlocal steps
+        steps += 1
+        if steps == target and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            print(f"{FAIL_AT_ENV}: killing rank {fault['rank']} (pid {os.getpid()}) after epoch {fault['epoch']} "
+                  f"step {fault['step']}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if not marker.exists():
+        optimizer.register_step_post_hook(after_step)
 
 
 def _mean_over_workers(metrics: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -136,7 +181,8 @@ def fit(cfg: Config) -> FitResult:
     storage = _storage_path(cfg.ray.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "tracking_uri": uri, "mlflow_run_id": run_id},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "tracking_uri": uri, "mlflow_run_id": run_id,
+                           "fail_at": _fault_injection(cfg)},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
         run_config=RunConfig(

@@ -1,0 +1,122 @@
+"""Cluster manifests: KubeRay (RayCluster, RayJob, RayService), the AWS cluster launcher, the image, .rayignore.
+
+Nothing here needs a cluster: the files are parsed and checked against the installed Ray, Ray's own
+cluster-config schema, the CLI's option parser and config validation, and serve/config.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from conftest import REPO
+
+from pareto_ray.cli import build_parser
+from pareto_ray.config import load_config
+
+KUBERAY = REPO / "cluster" / "kuberay"
+IMAGE_ROOT = "/home/ray/pareto-ray"  # where cluster/Dockerfile puts the project
+HEAD_PORTS = {6379, 8265, 10001, 8000}
+
+
+def _load(name: str) -> dict[str, Any]:
+    return yaml.safe_load((KUBERAY / name).read_text())
+
+
+def _cluster_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]
+    return {"RayCluster": lambda: spec, "RayJob": lambda: spec["rayClusterSpec"],
+            "RayService": lambda: spec["rayClusterConfig"]}[manifest["kind"]]()
+
+
+def _containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+@pytest.mark.parametrize(("name", "kind"), [("raycluster.yaml", "RayCluster"), ("rayjob.yaml", "RayJob"),
+                                            ("rayservice.yaml", "RayService")])
+def test_kuberay_manifest_matches_installed_ray(name, kind):
+    manifest = _load(name)
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == kind and manifest["metadata"]["name"]
+    cluster = _cluster_spec(manifest)
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["authOptions"]["mode"] == "token"
+    for container in _containers(cluster):
+        assert re.search(rf"ray{re.escape(ray.__version__)}(-gpu)?$", container["image"]), container["image"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {p["containerPort"] for p in head["ports"]} == HEAD_PORTS
+    for group in cluster["workerGroupSpecs"]:
+        assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_raycluster_autoscales_a_gpu_worker_group():
+    cluster = _cluster_spec(_load("raycluster.yaml"))
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (gpu,) = [g for g in cluster["workerGroupSpecs"]
+              if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]]
+    assert gpu["maxReplicas"] > gpu["minReplicas"]
+
+
+def test_rayjob_runs_a_valid_training_command_and_tears_down():
+    spec = _load("rayjob.yaml")["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:2] == ["python", f"{IMAGE_ROOT}/jobs/train.py"]
+    assert (REPO / "jobs" / "train.py").is_file()
+    args = build_parser().parse_args(["train", *argv[2:]])  # jobs/train.py takes `pareto-ray train`'s options
+    cfg = load_config(REPO / Path(args.config).relative_to(IMAGE_ROOT), args.set)
+    assert cfg.ray.use_gpu and cfg.ray.storage_path.startswith("/mnt/shared")
+    gpu_workers = sum(g["replicas"] for g in spec["rayClusterSpec"]["workerGroupSpecs"])
+    assert gpu_workers >= cfg.ray.num_workers
+
+
+def test_rayservice_serves_serve_config_applications():
+    serve_config = REPO / "serve" / "config.yaml"
+    assert serve_config.is_file(), "serve/config.yaml is missing"
+    embedded = yaml.safe_load(_load("rayservice.yaml")["spec"]["serveConfigV2"])
+    assert embedded["applications"] == yaml.safe_load(serve_config.read_text())["applications"]
+    assert embedded["http_options"]["port"] == 8000
+    for app in embedded["applications"]:
+        module = app["import_path"].split(":")[0]
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file()
+
+
+def test_image_builds_on_the_pinned_ray():
+    dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
+    assert f"ARG RAY_VERSION={ray.__version__}\n" in dockerfile
+    assert "FROM rayproject/ray:${RAY_VERSION}" in dockerfile
+    assert f"WORKDIR {IMAGE_ROOT}\n" in dockerfile
+
+
+def test_aws_cluster_launcher_config():
+    config = yaml.safe_load((REPO / "cluster" / "aws.yaml").read_text())
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)  # what `ray up` validates
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    (gpu,) = [t for t in types.values() if t["node_config"]["InstanceType"].startswith(("g", "p"))]
+    assert 0 <= gpu["min_workers"] < gpu["max_workers"] <= config["max_workers"]
+    setup = " ".join(config["setup_commands"])
+    assert f"ray[default,train,tune,serve]=={ray.__version__}" in setup and "-e ~/pareto-ray" in setup
+    for command in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
+        assert "RAY_AUTH_MODE=token ray start" in command
+
+
+def test_rayignore_keeps_data_runs_and_venvs_out_of_the_upload():
+    from ray._private.runtime_env.packaging import _get_ignore_file  # the matcher `ray job submit` applies
+
+    excluded = _get_ignore_file(REPO, ".rayignore")
+    for path in (".venv/bin/python", "data/MNIST/raw/t10k", "runs/x/log", "ray_results/run/checkpoint_0/model.safetensors",
+                 "mlruns/0/meta.yaml", "mlartifacts/1/x", "mlflow.db", ".git/HEAD"):
+        assert excluded(REPO / path), path
+    for path in ("pareto_ray/trainer.py", "jobs/train.py", "jobs/configs/quickstart.yaml", "serve/app.py"):
+        assert not excluded(REPO / path), path
