@@ -41,9 +41,9 @@ from pareto_ray.methods import build_model  # noqa: E402
 from pareto_ray.metrics import parameter_overhead  # noqa: E402
 from pareto_ray.preferences import simplex_grid  # noqa: E402
 
-METHODS = ["ls", "palora", "lorpman", "phn_lora", "pamal", "cosmos", "phn"]
+METHODS = ["ls", "palora", "lorpman", "phn_lora", "pamal", "cosmos", "phn", "mgda", "pareto_mtl"]
 LABELS = {"ls": "LS", "palora": "PaLoRA", "lorpman": "LORPMAN", "phn_lora": "PHN-LoRA", "pamal": "PaMaL",
-          "cosmos": "COSMOS", "phn": "PHN"}
+          "cosmos": "COSMOS", "phn": "PHN", "mgda": "MGDA", "pareto_mtl": "Pareto MTL (K=5)"}
 DATASETS = {"multimnist": "MultiMNIST", "multifashion": "MultiFashion"}
 RESULTS = REPO / "docs" / "results.json"
 REPORT = REPO / "docs" / "results.md"
@@ -158,8 +158,9 @@ def plot_fronts(records: list[dict[str, Any]], dataset: str, path: Path) -> Path
         if not recs:
             continue
         front = np.asarray(recs[0]["front"])
-        style = "*" if method == "ls" else "o-"
-        ax.plot(front[:, 0], front[:, 1], style, ms=9 if method == "ls" else 4, color=f"C{i}",
+        single = method in ("ls", "mgda")  # one model, one point
+        style = "*" if single else "o-"
+        ax.plot(front[:, 0], front[:, 1], style, ms=9 if single else 4, color=f"C{i}",
                 label=f"{LABELS[method]} (seed {recs[0]['seed']})")
     ax.set_xlabel("task 1 accuracy (test)")
     ax.set_ylabel("task 2 accuracy (test)")

@@ -168,15 +168,22 @@ class FitResult:
                 "test": self.test_metrics}
 
 
-def fit(cfg: Config) -> FitResult:
-    """Train ``cfg`` on Ray Train, then evaluate and track the final model."""
+def fit(cfg: Config, parent_run_id: str | None = None) -> FitResult:
+    """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``).
+
+    A discrete front (Pareto MTL's K subproblems) goes to ``pareto_ray.discrete.fit_discrete``: K such runs.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from pareto_ray.discrete import fit_discrete, is_discrete
+
+    if is_discrete(cfg):
+        return fit_discrete(cfg)
     cfg = cfg.model_copy(update={"name": cfg.run_name()})
     init_ray(cfg.ray.address)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
+    run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
     load_dataset(cfg.data)  # build the Parquet cache once, before the workers need it
     storage = _storage_path(cfg.ray.storage_path)
     trainer = TorchTrainer(

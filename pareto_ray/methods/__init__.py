@@ -10,8 +10,10 @@ from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.methods.cosmos import COSMOS, COSMOSConfig
 from pareto_ray.methods.lorpman import LORPMAN, LORPMANConfig
 from pareto_ray.methods.ls import LinearScalarization, LSConfig
+from pareto_ray.methods.mgda import MGDA, MGDAConfig
 from pareto_ray.methods.palora import PaLoRA, PaLoRAConfig
 from pareto_ray.methods.pamal import PaMaL, PaMaLConfig
+from pareto_ray.methods.pareto_mtl import ParetoMTL, ParetoMTLConfig
 from pareto_ray.methods.phn import PHN, PHNConfig
 from pareto_ray.methods.phn_lora import PHNLoRA, PHNLoRAConfig
 
@@ -23,6 +25,8 @@ METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {
     "pamal": (PaMaL, PaMaLConfig),
     "cosmos": (COSMOS, COSMOSConfig),
     "phn": (PHN, PHNConfig),
+    "mgda": (MGDA, MGDAConfig),
+    "pareto_mtl": (ParetoMTL, ParetoMTLConfig),
 }
 
 
