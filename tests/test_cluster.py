@@ -6,9 +6,12 @@ tests talk to it only through the `ray` CLI, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,9 +31,28 @@ from pareto_ray.tracking import RUN_NAME_TAG
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-# Ports apart from both Ray's defaults (the session's ray.init()) and up.sh's defaults (a developer's own cluster).
-PORTS = {"CLUSTER_GCS_PORT": "6395", "CLUSTER_DASHBOARD_PORT": "8285", "CLUSTER_CLIENT_PORT": "10015",
-         "CLUSTER_WORKER_PORTS": "21000"}
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (the dashboard's agents take the next two)."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(30000, 32700)  # below the ephemeral range, where Ray picks its random ports
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    stack.enter_context(socket.create_server(("127.0.0.1", port)))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def _cluster_ports() -> dict[str, str]:
+    """Ports apart from Ray's defaults (the session's ray.init()), up.sh's (a developer's own cluster) and
+    another test session's."""
+    return {"CLUSTER_GCS_PORT": str(_free_ports(1)), "CLUSTER_DASHBOARD_PORT": str(_free_ports(3)),
+            "CLUSTER_CLIENT_PORT": str(_free_ports(1)), "CLUSTER_WORKER_PORTS": str(random.randrange(21000, 30000, 1000))}
 
 
 @dataclass
@@ -58,13 +80,14 @@ class LocalCluster:
 def local_cluster() -> Iterator[LocalCluster]:
     """cluster/local/up.sh → a head and a worker node with 1 CPU each; down.sh afterwards, whatever happened."""
     cluster_dir = Path(tempfile.mkdtemp(prefix="prc-", dir="/tmp"))  # short: Ray's socket paths live under it
-    env = {**os.environ, **PORTS, "CLUSTER_DIR": str(cluster_dir), "RAY_AUTH_MODE": "token",
+    ports = _cluster_ports()
+    env = {**os.environ, **ports, "CLUSTER_DIR": str(cluster_dir), "RAY_AUTH_MODE": "token",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     try:
         up = subprocess.run([str(REPO / "cluster/local/up.sh")], env=env, capture_output=True, text=True, timeout=180)
         assert up.returncode == 0, f"up.sh failed:\n{up.stdout}\n{up.stderr}"
-        address = f"http://127.0.0.1:{PORTS['CLUSTER_DASHBOARD_PORT']}"
+        address = f"http://127.0.0.1:{ports['CLUSTER_DASHBOARD_PORT']}"
         assert address in up.stdout  # up.sh prints where to submit jobs
         assert f"export RAY_ADDRESS={address}" in (cluster_dir / "env").read_text()
         yield LocalCluster(cluster_dir, {**env, "RAY_ADDRESS": address})
