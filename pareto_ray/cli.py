@@ -90,6 +90,23 @@ def cmd_expand(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "serve" / "app.py").is_file():
+        raise FileNotFoundError(f"serve/app.py not found beside the package in {root}: serve from a source checkout")
+    sys.path.insert(0, str(root))
+    # A local Ray started below inherits this, so its workers import serve.app from any working directory.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    from serve.app import run
+
+    console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
+    run(args.model, args.host, args.port, args.tracking_uri)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pareto-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--pseudo", action="store_true", help="also evaluate pseudopreferences (1,-1), (-1,1), (0,0)")
     exp.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     exp.set_defaults(func=cmd_expand)
+
+    srv = sub.add_parser("serve", help="serve a trained model over HTTP with Ray Serve (any λ per request)")
+    srv.add_argument("--model", required=True, metavar="SOURCE",
+                     help="checkpoint directory or MLflow registry URI models:/<name>/<version>")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 

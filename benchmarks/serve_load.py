@@ -1,0 +1,190 @@
+"""Load benchmark of the Ray Serve deployment (not a test; prints numbers).
+
+Two parts:
+
+* ``rule`` (in-process, no Ray): for B requests with k distinct λ, times the
+  merged path (one forward per λ group, cached W(λ)) against the per-sample
+  path (one forward for all) and shows what the start-up cost model picks.
+* ``load`` (default): starts Serve on localhost and drives it with C concurrent
+  async httpx clients, λ drawn (a) from 3 fixed rays, (b) from Dir(1); for this
+  deployment, the same with batching off (``max_batch_size: 1``) and the bare
+  backbone (no preference conditioning, the limit).  Prints requests/s,
+  p50/p99 latency and the ratios.
+
+    python benchmarks/serve_load.py rule
+    python benchmarks/serve_load.py load --clients 16 --requests 40
+    python benchmarks/serve_load.py load --model ray_results/<run>/checkpoint_<n>
+
+Run from the repository root (Serve's workers import ``serve.app`` from there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_checkpoint(path: Path, backbone: str) -> Path:
+    """A PaLoRA checkpoint with random (non-zero) adapters: throughput does not depend on training."""
+    from pareto_ray.checkpoint import save_checkpoint
+    from pareto_ray.config import load_config
+    from pareto_ray.layers import LowRankPreferenceLayer
+    from pareto_ray.methods import build_model
+
+    cfg = load_config(None, [f"model.backbone={backbone}", "method.name=palora"])
+    torch.manual_seed(0)
+    _, model, _ = build_model(cfg.model, cfg.method, cfg.data.num_tasks)
+    for m in model.modules():
+        if isinstance(m, LowRankPreferenceLayer):
+            torch.nn.init.normal_(m.lora_B, std=0.1)
+    return save_checkpoint(path, model, cfg, {"epoch": 0, "metrics": {}})
+
+
+# ----------------------------------------------------------------------------- rule
+
+def rule(args: argparse.Namespace) -> None:
+    from pareto_ray.preferences import dirichlet
+    from pareto_ray.serving import BatchItem, Engine, ServeSettings, load_served_model, preference_key
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = args.model or str(make_checkpoint(Path(tmp) / "ckpt", args.backbone))
+        engine = Engine(load_served_model(source), ServeSettings(cache_size=4096))
+    predictor = engine.predictor
+    print(f"cost model (ms): {json.dumps(predictor.costs().as_ms())}   torch threads {torch.get_num_threads()}")
+    print(f"{'B':>4} {'k':>4} {'merged ms':>10} {'per-sample ms':>14} {'faster':>11} {'model picks':>12}")
+    g = torch.Generator().manual_seed(0)
+    for b in args.batch_sizes:
+        for k in sorted({1, 2, 3, 4, 8, 16, b} & set(range(1, b + 1))):
+            rays = [preference_key(r.numpy(), 1e-3) for r in dirichlet(k, 2, generator=g)]
+            items = [BatchItem(torch.randn(1, 1, 28, 28), rays[i % k]) for i in range(b)]
+            times = {}
+            for path in ("merged", "per_sample"):
+                settings = engine.settings.model_copy(update={"forward_path": path})
+                predictor.run_batch(items, settings)  # warm-up, fills the cache
+                best = float("inf")
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    predictor.run_batch(items, settings)
+                    best = min(best, time.perf_counter() - t)
+                times[path] = best * 1e3  # best of repeats: the least disturbed by other load
+            faster = min(times, key=times.get)
+            picked = predictor.costs().choose(k, b, 0)
+            print(f"{b:>4} {k:>4} {times['merged']:>10.2f} {times['per_sample']:>14.2f} {faster:>11} {picked:>12}")
+
+
+# ----------------------------------------------------------------------------- load
+
+async def drive(url: str, clients: int, requests: int, prefs: np.ndarray, x: list, token: str | None) -> dict[str, float]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60, headers=headers) as client:
+        async def one(c: int) -> None:
+            nonlocal errors
+            for i in range(requests):
+                body = {"preference": prefs[(c * requests + i) % len(prefs)].tolist(), "inputs": x}
+                t = time.perf_counter()
+                r = await client.post("/v1/predict", json=body)
+                latencies.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors += 1
+                else:
+                    batch_sizes.append(int(r.headers.get("x-batch-size", 1)))
+
+        await asyncio.gather(*(one(c) for c in range(min(clients, 4))))  # warm-up
+        latencies.clear()
+        batch_sizes.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in range(clients)))
+        wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1e3
+    return {"rps": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "mean_batch": float(np.mean(batch_sizes)) if batch_sizes else 0.0, "errors": errors}
+
+
+def load(args: argparse.Namespace) -> None:
+    from ray import serve
+
+    sys.path.insert(0, str(REPO))
+    from pareto_ray.preferences import dirichlet
+    from pareto_ray.trainer import init_ray
+    from serve.app import build_app
+
+    tmp = tempfile.TemporaryDirectory()
+    source = args.model or str(make_checkpoint(Path(tmp.name) / "ckpt", args.backbone))
+    rng = torch.Generator().manual_seed(0)
+    rays = {"3 rays": np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]]),
+            "Dir(1)": np.round(dirichlet(4096, 2, generator=rng).double().numpy(), 6)}
+    rays["Dir(1)"][:, 1] = 1 - rays["Dir(1)"][:, 0]
+    x = torch.randn(args.inputs_per_request, 1, 28, 28).tolist()
+    batching = {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.wait}
+    setups = [("this deployment", {"settings": batching}),
+              ("batching off", {"settings": {**batching, "max_batch_size": 1}}),
+              ("bare backbone", {"settings": batching, "backbone_only": True})]
+    init_ray()
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    url = f"http://127.0.0.1:{args.port}"
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    try:
+        for name, extra in setups:
+            serve.run(build_app({"model": source, **extra}), name="bench", route_prefix="/")
+            for draw, prefs in rays.items():
+                results[name, draw] = r = asyncio.run(drive(url, args.clients, args.requests, prefs, x, None))
+                print(f"{name:>16} | λ {draw:>6} | {r['rps']:8.1f} req/s | p50 {r['p50_ms']:7.1f} ms | "
+                      f"p99 {r['p99_ms']:7.1f} ms | mean batch {r['mean_batch']:5.1f} | errors {r['errors']}", flush=True)
+            serve.delete("bench")
+    finally:
+        serve.shutdown()
+        tmp.cleanup()
+    print()
+    for draw in rays:
+        ours, off, bare = (results[s, draw]["rps"] for s in ("this deployment", "batching off", "bare backbone"))
+        print(f"λ {draw:>6}: throughput vs bare backbone {ours / bare:.2f}x   vs batching off {ours / off:.2f}x")
+    summary = {f"{s}|{d}": v for (s, d), v in results.items()}
+    print(json.dumps({"clients": args.clients, "requests": args.requests, "results": summary}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part")
+    for name in ("load", "rule"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", help="checkpoint dir or models:/name/version (default: a random PaLoRA LeNet)")
+        p.add_argument("--backbone", default="lenet", choices=["lenet", "mlp"])
+    r = sub.choices["rule"]
+    r.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 64])
+    r.add_argument("--repeats", type=int, default=20)
+    r.add_argument("--threads", type=int, default=1, help="torch threads (a replica has 1 CPU)")
+    ld = sub.choices["load"]
+    ld.add_argument("--clients", type=int, default=16)
+    ld.add_argument("--requests", type=int, default=40, help="requests per client")
+    ld.add_argument("--inputs-per-request", type=int, default=1)
+    ld.add_argument("--max-batch-size", type=int, default=32)
+    ld.add_argument("--wait", type=float, default=0.005, help="batch_wait_timeout_s")
+    ld.add_argument("--port", type=int, default=8127)
+    args = parser.parse_args()
+    if args.part == "rule":
+        rule(args)
+    else:
+        if args.part is None:
+            args = parser.parse_args(["load", *sys.argv[1:]])
+        load(args)
+
+
+if __name__ == "__main__":
+    main()

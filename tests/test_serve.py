@@ -1,0 +1,354 @@
+"""The Ray Serve deployment over real HTTP on localhost (port 8137).
+
+One trained checkpoint (PaLoRA on MultiDigits, a few epochs of the shared
+loop, no Ray Train) is served from its directory through ``serve run`` on
+serve/config.yaml (the real CLI); a second application, deployed with
+``serve.run``, serves the same model from an MLflow registry URI with
+bearer-token auth on.
+Ray's workers import ``serve.app`` from the driver's working directory, so
+run the tests from the repository root (as ``make test`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pareto_ray import tracking  # noqa: E402
+from pareto_ray.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from pareto_ray.config import load_config  # noqa: E402
+from pareto_ray.data import load_dataset  # noqa: E402
+from pareto_ray.evaluation import evaluate_front  # noqa: E402
+from pareto_ray.loop import build_optimizer, train_epoch  # noqa: E402
+from pareto_ray.methods import build_model  # noqa: E402
+from pareto_ray.preferences import simplex_grid  # noqa: E402
+from pareto_ray.serving import TOKEN_ENV  # noqa: E402
+from serve.app import build_app  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+PORT = 8137
+URL = f"http://127.0.0.1:{PORT}"
+TOKEN = "test-token-7f3a"
+SETTINGS = {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "max_inputs": 128, "max_body_bytes": 4 * 2**20}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real checkpoint: PaLoRA-MLP trained 2 epochs on MultiDigits, enough for λ to matter."""
+    cfg = load_config(None, ["data.dataset=multidigits", "data.max_train=1024", "data.max_eval=256",
+                             "model.backbone=mlp", "method.alpha=4", "train.lr=0.003", "train.epochs=2",
+                             "train.batch_size=64", "ray.num_workers=1"])
+    torch.manual_seed(0)
+    data = load_dataset(cfg.data)
+    method, model, _ = build_model(cfg.model, cfg.method, data.num_tasks)
+    optimizer = build_optimizer(model, "adam", cfg.train.lr)
+    for epoch in range(cfg.train.epochs):
+        train_epoch(model, method, optimizer, data.train, epoch, cfg.train.epochs, cfg.train.batch_size, cfg.seed)
+    front = evaluate_front(model, data.val, simplex_grid(2))
+    path = save_checkpoint(tmp_path_factory.mktemp("serve") / "checkpoint", model, cfg,
+                           {"epoch": cfg.train.epochs - 1, "metrics": {}}, front=front)
+    return path, model.eval(), data.test
+
+
+def deploy_config(tmp: Path, checkpoint: Path, **settings) -> None:
+    """``serve run --non-blocking`` on serve/config.yaml, pointed at ``checkpoint`` (the real CLI and config path).
+
+    One replica with half a CPU (the test machine has two) instead of autoscaling.
+    """
+    import ray
+    from ray import serve
+
+    raw = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    raw["http_options"]["port"] = PORT
+    (app,) = raw["applications"]
+    app["args"] = {"model": str(checkpoint), "num_cpus": 0.5}
+    (deployment,) = app["deployments"]
+    deployment.pop("autoscaling_config")
+    deployment["num_replicas"] = 1
+    deployment["user_config"] |= settings
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    address = ray.get_runtime_context().gcs_address
+    subprocess.run([str(Path(sys.executable).parent / "serve"), "run", "--non-blocking", "--address", address, str(path)],
+                   cwd=REPO, check=True, timeout=180, capture_output=True)
+    expected = deployment["user_config"]
+    for _ in range(600):
+        status = serve.status().applications.get(app["name"])
+        if status is not None and status.status == "DEPLOY_FAILED":
+            raise RuntimeError(status.message)
+        if status is not None and status.status == "RUNNING":
+            try:
+                if httpx.get(f"{URL}/v1/model", timeout=10).json()["settings"] == expected:
+                    return
+            except (httpx.HTTPError, KeyError):
+                pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{app['name']} did not come up with settings {expected}")
+
+
+@pytest.fixture(scope="module")
+def client(ray_session, trained, tmp_path_factory):
+    from ray import serve
+
+    assert Path.cwd() == REPO, "run the serve tests from the repository root: Ray's workers import serve.app from there"
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    deploy_config(tmp_path_factory.mktemp("config"), trained[0], **SETTINGS)
+    with httpx.Client(base_url=URL, timeout=60) as c:
+        yield c
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def registry(client, trained, tmp_path_factory):
+    """The same checkpoint registered in MLflow, served from models:/ at /registry with auth on."""
+    from ray import serve
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    run_id, _ = tracking.start_run(uri, "serve-test", "serve-run", {})
+    tracking.log_artifacts(uri, run_id, {"model": trained[0]})
+    version = tracking.register_model(uri, run_id, "pareto-serve-test")
+    old = os.environ.get(TOKEN_ENV)
+    os.environ[TOKEN_ENV] = TOKEN
+    try:
+        app = build_app({"model": f"models:/pareto-serve-test/{version}", "tracking_uri": uri, "num_cpus": 0.5})
+    finally:
+        os.environ.pop(TOKEN_ENV) if old is None else os.environ.__setitem__(TOKEN_ENV, old)
+    serve.run(app, name="registry", route_prefix="/registry")
+    yield version, uri
+    serve.delete("registry")
+
+
+def inputs(split, n: int, start: int = 0) -> torch.Tensor:
+    return split.inputs(index=slice(start, start + n))
+
+
+def library_probs(model, x: torch.Tensor, pref: list[float]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [t.softmax(-1) for t in model.predict(x, torch.tensor(pref).expand(len(x), -1))]
+
+
+def http_probs(body: dict) -> list[torch.Tensor]:
+    return [torch.tensor(p["probabilities"]) for p in body["predictions"]]
+
+
+def test_round_trip_equals_the_library(client, trained):
+    _, model, test = trained
+    x = inputs(test, 8)
+    r = client.post("/v1/predict", json={"preference": [0.3, 0.7], "inputs": x.tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["preference"] == [0.3, 0.7] and body["forward"] == "merged"
+    for got, want in zip(http_probs(body), library_probs(model, x, [0.3, 0.7])):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert [p["classes"] for p in body["predictions"]] == [w.argmax(-1).tolist() for w in library_probs(model, x, [0.3, 0.7])]
+
+
+def test_vertex_preference_favours_its_task(client, trained):
+    _, _, test = trained
+    x, y = inputs(test, 128), test.labels[:128]
+    score = {}
+    for name, pref in {"task1": [0.95, 0.05], "task2": [0.05, 0.95]}.items():
+        probs = http_probs(client.post("/v1/predict", json={"preference": pref, "inputs": x.tolist()}).json())
+        # mean probability of the true class, per task (a smooth accuracy)
+        score[name] = [probs[t][torch.arange(len(y)), y[:, t]].mean().item() for t in range(2)]
+    assert score["task1"][0] > score["task2"][0]
+    assert score["task2"][1] > score["task1"][1]
+
+
+def test_concurrent_requests_share_batches_and_match_unbatched(client, trained):
+    _, model, test = trained
+    prefs = [[0.2, 0.8], [0.7, 0.3]]
+    xs = [inputs(test, 1, start=i) for i in range(24)]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=URL, timeout=60) as c:
+            return await asyncio.gather(*(c.post("/v1/predict", json={"preference": prefs[i % 2], "inputs": x.tolist()})
+                                          for i, x in enumerate(xs)))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    sizes = [int(r.headers["x-batch-size"]) for r in responses]
+    assert max(sizes) > 1, sizes
+    assert any(int(r.headers["x-batch-groups"]) == 2 for r in responses)
+    for i, r in enumerate(responses):
+        assert r.json()["batch_size"] == sizes[i]
+        for got, want in zip(http_probs(r.json()), library_probs(model, xs[i], prefs[i % 2])):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+GOOD_X = np.zeros((1, 1, 28, 28)).tolist()
+MALFORMED = [
+    ("λ too short", {"json": {"preference": [1.0], "inputs": GOOD_X}}, 422, "preference"),
+    ("λ too long", {"json": {"preference": [0.2, 0.3, 0.5], "inputs": GOOD_X}}, 422, "preference"),
+    ("λ negative", {"json": {"preference": [-0.2, 1.2], "inputs": GOOD_X}}, 422, "preference"),
+    ("λ NaN", {"content": b'{"preference": [NaN, 0.5], "inputs": [[[[0.0]]]]}'}, 422, "preference"),
+    ("λ Inf", {"content": b'{"preference": [Infinity, 0.0], "inputs": [[[[0.0]]]]}'}, 422, "preference"),
+    ("λ sum off", {"json": {"preference": [0.5, 0.6], "inputs": GOOD_X}}, 422, "preference"),
+    ("λ strings", {"json": {"preference": ["0.5", "0.5"], "inputs": GOOD_X}}, 422, "preference.0"),
+    ("λ missing", {"json": {"inputs": GOOD_X}}, 422, "preference"),
+    ("inputs wrong shape", {"json": {"preference": [0.5, 0.5], "inputs": [[1.0, 2.0]]}}, 422, "inputs"),
+    ("inputs wrong type", {"json": {"preference": [0.5, 0.5], "inputs": [[[["x"] * 28] * 28]]}}, 422, "inputs"),
+    ("inputs ragged", {"json": {"preference": [0.5, 0.5], "inputs": [[[[0.0] * 28] * 27 + [[0.0]]]]}}, 422, "inputs"),
+    ("inputs not a list", {"json": {"preference": [0.5, 0.5], "inputs": 3}}, 422, "inputs"),
+    ("empty batch", {"json": {"preference": [0.5, 0.5], "inputs": []}}, 422, "inputs"),
+    ("oversized batch", {"json": {"preference": [0.5, 0.5], "inputs": [[[[0]]]] * 129}}, 422, "inputs"),
+    ("unknown field", {"json": {"preference": [0.5, 0.5], "inputs": GOOD_X, "temperature": 2}}, 422, "temperature"),
+    ("not JSON", {"content": b"{preference: oops"}, 400, "body"),
+    ("body too large", {"content": b" " * (4 * 2**20 + 1)}, 413, "body"),
+]
+
+
+@pytest.mark.parametrize("case, request_kwargs, status, field", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_bodies_get_4xx_naming_the_field(client, case, request_kwargs, status, field):
+    headers = {"content-type": "application/json"}
+    r = client.post("/v1/predict", headers=headers, **request_kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["field"] == field and error["message"] and error["expected"]
+    assert client.get("/healthz").json() == {"status": "ok"}  # the replica keeps answering
+
+
+def test_user_config_changes_without_a_redeploy(client, trained, tmp_path):
+    pseudo = {"preference": [1.2, -0.2], "inputs": GOOD_X}
+    assert client.post("/v1/predict", json=pseudo).status_code == 422
+    client.post("/v1/predict", json={"preference": [0.15, 0.85], "inputs": GOOD_X})
+    client.post("/v1/predict", json={"preference": [0.15, 0.85], "inputs": GOOD_X})
+    hits = client.get("/v1/model").json()["cache"]["hits"]
+    assert hits >= 1
+    try:
+        deploy_config(tmp_path, trained[0], **SETTINGS, allow_pseudo=True)  # only user_config differs
+        r = client.post("/v1/predict", json=pseudo)
+        assert r.status_code == 200 and r.json()["preference"] == [1.2, -0.2]
+        # the same replica reconfigured in place: a restarted one would have an empty cache
+        assert client.get("/v1/model").json()["cache"]["hits"] >= hits
+    finally:
+        deploy_config(tmp_path, trained[0], **SETTINGS)
+    assert client.post("/v1/predict", json=pseudo).status_code == 422
+
+
+def test_repeated_preference_hits_the_weight_cache(client):
+    body = {"preference": [0.45, 0.55], "inputs": GOOD_X}
+    assert client.post("/v1/predict", json=body).headers["x-forward-path"] == "merged"  # one λ: merged weights
+    before = client.get("/v1/model").json()["cache"]
+    second = client.post("/v1/predict", json=body)
+    after = client.get("/v1/model").json()["cache"]
+    assert after["hits"] == before["hits"] + 1 and after["misses"] == before["misses"]
+    assert second.json()["preference"] == [0.45, 0.55]
+
+
+def test_model_and_front_endpoints(client, trained):
+    info = client.get("/v1/model").json()
+    assert info["method"] == "palora" and info["num_tasks"] == 2 and info["input_shape"] == [1, 28, 28]
+    assert info["source"] == str(trained[0])
+    assert info["preference_conditioned"] and info["version"] == "checkpoint" and info["epoch"] == 1
+    assert info["settings"]["max_batch_size"] == 16
+    front = client.get("/v1/front").json()
+    assert front["num_tasks"] == 2 and len(front["rows"]) == 11 and set(front["rows"][0]) >= {"ray_1", "acc_2", "loss_1"}
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/select", "/v1/front", "/v1/model", "/healthz"} <= set(spec["paths"])
+
+
+def test_select_meets_constraints_or_says_infeasible(client):
+    rows = client.get("/v1/front").json()["rows"]
+    acc2 = sorted(r["acc_2"] for r in rows)
+    target = acc2[len(acc2) // 2]  # met by about half of the evaluated rays
+    r = client.post("/v1/select", json={"constraints": [{"task": 2, "metric": "acc", "min": target}],
+                                        "objective": {"task": 1, "metric": "acc", "goal": "max"}})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["feasible"] and out["expected"]["acc_2"] >= target - 1e-9
+    best_grid = max(row["acc_1"] for row in rows if row["acc_2"] >= target)
+    assert out["expected"]["acc_1"] >= best_grid - 1e-9 and abs(sum(out["preference"]) - 1) < 1e-6
+    r = client.post("/v1/select", json={"constraints": [{"task": 1, "min": 1.01}]})
+    assert r.status_code == 200 and not r.json()["feasible"] and "infeasible" in r.json()["message"]
+    r = client.post("/v1/select", json={"constraints": [{"task": 5, "min": 0.5}]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "constraints.0.task"
+    # the selected λ is servable as is
+    assert client.post("/v1/predict", json={"preference": out["preference"], "inputs": GOOD_X}).status_code == 200
+
+
+def test_served_from_the_mlflow_registry(registry, trained):
+    version, _ = registry
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=f"{URL}/registry", timeout=60, headers=headers) as c:
+        info = c.get("/v1/model").json()
+        assert info["version"] == f"pareto-serve-test/{version}" and info["source"].startswith("models:/")
+        local = httpx.get(f"{URL}/v1/model").json()
+        assert info["weights_sha256"] == local["weights_sha256"]
+        x = inputs(trained[2], 4)
+        r = c.post("/v1/predict", json={"preference": [0.6, 0.4], "inputs": x.tolist()})
+        assert r.status_code == 200
+        for got, want in zip(http_probs(r.json()), library_probs(trained[1], x, [0.6, 0.4])):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_bearer_token_auth(registry, client):
+    body = {"preference": [0.5, 0.5], "inputs": GOOD_X}
+    with httpx.Client(base_url=f"{URL}/registry", timeout=60) as c:
+        assert c.post("/v1/predict", json=body).status_code == 401
+        r = c.get("/v1/model", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/healthz").status_code == 200  # health checks stay open
+        assert c.post("/v1/predict", json=body, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.post("/v1/predict", json=body).status_code == 200  # the app without a token: auth off
+
+
+def test_missing_or_corrupted_checkpoint_fails_the_start(client, trained, tmp_path):
+    from ray import serve
+
+    from serve.app import ParetoFrontServer
+
+    with pytest.raises(CheckpointError, match="not found"):
+        build_app({"model": str(tmp_path / "missing")})
+    broken = Path(shutil.copytree(trained[0], tmp_path / "broken"))
+    (broken / "model.safetensors").write_bytes(b"\x80\x04\x95 a pickle is never loaded")
+    app = ParetoFrontServer.options(max_constructor_retry_count=1, ray_actor_options={"num_cpus": 0.5}).bind(
+        model=str(broken))
+    with pytest.raises(RuntimeError, match="Deploying application broken failed"):
+        serve.run(app, name="broken", route_prefix="/broken")
+    status = serve.status().applications["broken"].deployments["ParetoFrontServer"]
+    assert "not a readable safetensors file" in status.message
+    serve.delete("broken")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_serve_config_builds_the_app(trained):
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.schema import ServeDeploySchema
+
+    from pareto_ray.serving import ServeSettings
+
+    raw = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    config = ServeDeploySchema.model_validate(raw)
+    (app_cfg,) = config.applications
+    assert app_cfg.import_path == "serve.app:build_app" and app_cfg.args["model"].startswith("models:/")
+    (deployment,) = app_cfg.deployments
+    settings = ServeSettings.model_validate(deployment.user_config)
+    assert deployment.max_ongoing_requests >= settings.max_batch_size
+    module, attr = app_cfg.import_path.split(":")
+    builder = getattr(__import__(module, fromlist=[attr]), attr)
+    app = call_user_app_builder_with_args_if_necessary(builder, {**app_cfg.args, "model": str(trained[0])})
+    assert type(app).__name__ == "Application"
+
+
+def test_cli_has_a_serve_command():
+    from pareto_ray.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "models:/m/1", "--port", "8200"])
+    assert args.model == "models:/m/1" and args.port == 8200 and args.func.__name__ == "cmd_serve"

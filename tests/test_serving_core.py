@@ -1,0 +1,313 @@
+"""The serving core without Ray: validation, grouping by λ, the weight cache,
+the two forward paths, the path rule, front selection and model loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from pydantic import ValidationError
+
+from pareto_ray.checkpoint import CheckpointError, save_checkpoint
+from pareto_ray.config import load_config
+from pareto_ray.layers import LowRankPreferenceLayer
+from pareto_ray.methods import build_model
+from pareto_ray.serving import (
+    INPUT_SHAPE,
+    BatchItem,
+    ConditionedPredictor,
+    Constraint,
+    Engine,
+    FixedPredictor,
+    MergedWeightCache,
+    PathCosts,
+    PredictRequest,
+    RequestError,
+    SelectRequest,
+    ServeSettings,
+    base_network,
+    check_preference,
+    group_by_preference,
+    load_served_model,
+    make_predictor,
+    measure_path_costs,
+    parse_inputs,
+    preference_key,
+    select_preference,
+)
+
+#: A cost model that makes "auto" pick merged for ≤ 2 groups of 8 samples, per-sample beyond.
+COSTS = PathCosts(merged_call=1.0, merged_sample=0.1, merge_weights=0.0, per_sample_call=1.5, per_sample_sample=0.2)
+
+
+def adapted(backbone: str = "lenet", method: str = "palora", seed: int = 0):
+    cfg = load_config(None, [f"model.backbone={backbone}", f"method.name={method}", "model.hidden=32"])
+    torch.manual_seed(seed)
+    _, model, _ = build_model(cfg.model, cfg.method, 2)
+    for m in model.modules():
+        if isinstance(m, LowRankPreferenceLayer):
+            torch.nn.init.normal_(m.lora_B, std=0.3)  # adapters matter: λ changes the outputs
+    return model.eval(), cfg
+
+
+def two_task_front() -> pa.Table:
+    """acc_1 rises with λ_1, acc_2 falls: a clean trade-off on 11 rays."""
+    lam = np.linspace(1.0, 0.0, 11)
+    return pa.table({"ray_1": lam, "ray_2": 1 - lam, "acc_1": 0.5 + 0.4 * lam, "acc_2": 0.9 - 0.4 * lam,
+                     "loss_1": 1.5 - lam, "loss_2": 0.5 + lam})
+
+
+# ----------------------------------------------------------------------------- validation
+
+def test_preference_is_validated_rounded_and_renormalized():
+    assert check_preference([0.3, 0.7], 2, 1e-3) == (0.3, 0.7)
+    key = check_preference([0.30004, 0.7003], 2, 1e-3)  # sum off 1 by 4e-4: accepted, rounded, renormalized
+    assert key == (0.3, 0.7) and math.isclose(sum(key), 1.0)
+    assert check_preference([1.2, -0.2], 2, 1e-3, allow_pseudo=True) == (1.2, -0.2)
+
+
+@pytest.mark.parametrize("pref, words", [
+    ([0.5], "2 entries"), ([0.2, 0.3, 0.5], "2 entries"), ([], "2 entries"), ([-0.1, 1.1], ">= 0"),
+    ([math.nan, 1.0], "finite"), ([math.inf, 0.0], "finite"), ([0.3, 0.6], "sum to 1"), ([0.6, 0.6], "sum to 1"),
+])
+def test_bad_preferences_name_the_field(pref, words):
+    with pytest.raises(RequestError) as err:
+        check_preference(pref, 2, 1e-3)
+    assert err.value.field == "preference" and words in err.value.message
+    assert err.value.status == 422 and "summing to 1" in err.value.expected
+
+
+def test_pseudopreferences_still_must_sum_to_one():
+    with pytest.raises(RequestError, match="sum to 1"):
+        check_preference([1.5, -0.2], 2, 1e-3, allow_pseudo=True)
+
+
+def test_rounding_is_the_batching_key():
+    a, b, c = (preference_key(np.array(v), 1e-2) for v in ([0.501, 0.499], [0.4990, 0.5010], [0.52, 0.48]))
+    assert a == b == (0.5, 0.5) and c == (0.52, 0.48)
+    items = [BatchItem(torch.zeros(1, *INPUT_SHAPE), k) for k in (a, c, b, c)]
+    assert group_by_preference(items) == {a: [0, 2], c: [1, 3]}
+
+
+def test_inputs_parsed_to_a_batch():
+    x = parse_inputs(np.ones((3, *INPUT_SHAPE)).tolist(), 8)
+    assert x.shape == (3, *INPUT_SHAPE) and x.dtype == torch.float32
+    assert parse_inputs(np.zeros((1, *INPUT_SHAPE), dtype=int).tolist(), 8).dtype == torch.float32
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ([], "empty"),
+    (np.zeros((5, *INPUT_SHAPE)).tolist(), "exceed the limit of 4"),
+    ([[[0.0] * 28] * 28], "shape [1, 28, 28]"),  # one image without its channel axis
+    (np.zeros((1, 784)).tolist(), "shape [1, 784]"),
+    ([[[[0.0] * 28] * 27 + [[0.0] * 5]]], "ragged"),
+    ([[[["a"] * 28] * 28]], "strings"),
+    ([[[[True] * 28] * 28]], "booleans"),
+    ([[[[None] * 28] * 28]], "non-numeric"),
+    ([[[[math.nan] * 28] * 28]], "finite"),
+    ([[[[1e39] * 28] * 28]], "float32 range"),
+    ([[[[10**40] * 28] * 28]], "non-numeric"),
+])
+def test_bad_inputs_name_the_field(inputs, words):
+    with pytest.raises(RequestError) as err:
+        parse_inputs(inputs, 4)
+    assert err.value.field == "inputs" and words in err.value.message
+    assert "[B, 1, 28, 28]" in err.value.expected
+
+
+def test_request_schema_is_strict():
+    x = np.zeros((1, *INPUT_SHAPE)).tolist()
+    assert PredictRequest(preference=[1, 0], inputs=x).preference == [1.0, 0.0]
+    for bad in ({"preference": ["0.5", 0.5], "inputs": x}, {"preference": [True, 0.0], "inputs": x},
+                {"preference": [0.5, 0.5], "inputs": x, "extra": 1}, {"inputs": x}):
+        with pytest.raises(ValidationError):
+            PredictRequest.model_validate(bad)
+    with pytest.raises(ValidationError, match="min or max"):
+        Constraint(task=1)
+    with pytest.raises(ValidationError):
+        ServeSettings(max_batch_size=0)
+
+
+# ----------------------------------------------------------------------------- forward paths
+
+def mixed_items(num_tasks: int = 2) -> list[BatchItem]:
+    g = torch.Generator().manual_seed(1)
+    keys = [(0.2, 0.8), (0.9, 0.1), (0.5, 0.5)]
+    return [BatchItem(torch.randn(n, *INPUT_SHAPE, generator=g), keys[i % 3]) for i, n in enumerate([1, 3, 2, 1, 4])]
+
+
+@pytest.mark.parametrize("backbone", ["lenet", "mlp"])
+def test_merged_and_per_sample_paths_match_the_library(backbone):
+    model, _ = adapted(backbone)
+    predictor = ConditionedPredictor(model, ServeSettings(), costs=COSTS)
+    items = mixed_items()
+    x = torch.cat([it.inputs for it in items])
+    prefs = torch.cat([torch.tensor(it.preference).expand(len(it.inputs), -1) for it in items])
+    with torch.no_grad():
+        expected = [t.softmax(-1) for t in model.predict(x, prefs)]
+        assert not torch.allclose(model.forward_ray(x, prefs[0])[0], model.forward_ray(x, prefs[1])[0])
+    for path in ("merged", "per_sample"):
+        results = predictor.run_batch(items, ServeSettings(forward_path=path))
+        assert [r.path for r in results] == [path] * len(items)
+        assert all(r.batch_size == 5 and r.groups == 3 for r in results)
+        for task in range(2):
+            got = torch.cat([r.probabilities[task] for r in results])
+            torch.testing.assert_close(got, expected[task], atol=1e-5, rtol=1e-5)
+
+
+def test_auto_path_follows_the_cost_model():
+    model, _ = adapted("mlp")
+    predictor = ConditionedPredictor(model, ServeSettings(), costs=COSTS)
+    one = [BatchItem(torch.zeros(1, *INPUT_SHAPE), (0.5, 0.5))] * 8
+    two = [BatchItem(torch.zeros(1, *INPUT_SHAPE), k) for k in [(0.5, 0.5), (0.1, 0.9)] * 4]
+    many = [BatchItem(torch.zeros(1, *INPUT_SHAPE), (i / 8, 1 - i / 8)) for i in range(8)]
+    auto = ServeSettings()
+    assert predictor.run_batch(one, auto)[0].path == "merged"
+    assert predictor.run_batch(two, auto)[0].path == "merged"      # 2·1 + 0.8 = 2.8 ≤ 1.5 + 1.6 = 3.1
+    assert predictor.run_batch(many, auto)[0].path == "per_sample"  # 8·1 + 0.8 > 3.1
+    assert COSTS.choose(1, 10_000, 1) == "merged"  # one λ: always merged
+
+
+def test_measured_costs_are_positive_and_pick_merged_for_one_lambda():
+    model, _ = adapted("mlp")
+    predictor = ConditionedPredictor(model, ServeSettings())
+    costs = measure_path_costs(predictor, repeats=3)
+    assert predictor.costs().merged_call > 0 and costs.per_sample_sample > 0 and costs.merge_weights > 0
+    assert costs.choose(1, 32, 1) == "merged"
+
+
+def test_weight_cache_is_lru_and_holds_merged_weights():
+    model, _ = adapted("lenet")
+    cache = MergedWeightCache(model, capacity=2)
+    a, b, c = (0.1, 0.9), (0.5, 0.5), (0.9, 0.1)
+    w = cache.get(a)
+    layer = model.net.get_submodule("encoder.0")
+    torch.testing.assert_close(w["encoder.0.weight"], layer.merged_weight(torch.tensor(a)))
+    cache.get(b)
+    assert cache.get(a) is w  # hit, a becomes most recent
+    cache.get(c)  # evicts b
+    assert a in cache and c in cache and b not in cache and len(cache) == 2
+    assert cache.stats() == {"size": 2, "capacity": 2, "hits": 1, "misses": 3}
+    cache.resize(1)
+    assert list(cache._entries) == [c]
+
+
+def test_predictor_per_model_kind():
+    palora, _ = adapted("mlp")
+    assert isinstance(make_predictor(palora, ServeSettings()), ConditionedPredictor)
+    bare = make_predictor(palora, ServeSettings(), backbone_only=True)
+    x = torch.randn(2, *INPUT_SHAPE)
+    with torch.no_grad():  # the bare backbone is the adapted network at λ-independent base weights
+        torch.testing.assert_close(bare.net(x)[0], base_network(palora)(x)[0])
+        for layer in palora.preference_layers():
+            layer.lora_B.zero_()
+        torch.testing.assert_close(bare.net(x)[0], palora.forward_ray(x, torch.tensor([0.3, 0.7]))[0])
+    ls, _ = adapted("mlp", "ls")
+    fixed = make_predictor(ls, ServeSettings())
+    assert isinstance(fixed, FixedPredictor) and not fixed.preference_conditioned
+    items = mixed_items()
+    results = fixed.run_batch(items, ServeSettings())
+    with torch.no_grad():
+        expected = ls.net(torch.cat([it.inputs for it in items]))[0].softmax(-1)
+    torch.testing.assert_close(torch.cat([r.probabilities[0] for r in results]), expected)
+    assert {r.path for r in results} == {"fixed"}
+
+
+# ----------------------------------------------------------------------------- front selection
+
+def test_select_meets_a_feasible_constraint_between_rays():
+    out = select_preference(two_task_front(), SelectRequest(
+        constraints=[Constraint(task=2, min=0.75)], objective={"task": 1, "metric": "acc", "goal": "max"}))
+    assert out.feasible and out.expected["acc_2"] >= 0.75 - 1e-9
+    # acc_2 = 0.9 - 0.4 λ_1 ≥ 0.75 ⇔ λ_1 ≤ 0.375: the best λ_1 lies between the grid rays 0.3 and 0.4
+    assert out.preference[0] == pytest.approx(0.37, abs=0.011) and out.interpolated
+    assert out.expected["acc_1"] == pytest.approx(0.5 + 0.4 * out.preference[0])
+    assert math.isclose(sum(out.preference), 1.0)
+
+
+def test_select_says_when_infeasible():
+    out = select_preference(two_task_front(), SelectRequest(constraints=[Constraint(task=1, min=0.95)]))
+    assert not out.feasible and "infeasible" in out.message
+    assert out.preference[0] == pytest.approx(1.0) and out.expected["acc_1"] == pytest.approx(0.9)
+
+
+def test_select_defaults_and_loss_constraints():
+    out = select_preference(two_task_front(), SelectRequest(
+        constraints=[Constraint(task=1, metric="loss", max=1.0)], objective={"metric": "loss", "goal": "min"}))
+    assert out.feasible and out.expected["loss_1"] <= 1.0 + 1e-9
+    with pytest.raises(RequestError, match="does not exist") as err:
+        select_preference(two_task_front(), SelectRequest(constraints=[Constraint(task=3, min=0.1)]))
+    assert err.value.field == "constraints.0.task"
+
+
+def test_select_on_three_tasks_interpolates_inside_the_simplex():
+    from pareto_ray.preferences import simplex_grid
+
+    rays = simplex_grid(3, 10).numpy()  # 66 rays; acc_t = 0.5 + 0.4 λ_t
+    cols = {f"ray_{t + 1}": rays[:, t] for t in range(3)}
+    cols |= {f"acc_{t + 1}": 0.5 + 0.4 * rays[:, t] for t in range(3)}
+    cols |= {f"loss_{t + 1}": 1.0 - rays[:, t] for t in range(3)}
+    out = select_preference(pa.table(cols), SelectRequest(
+        constraints=[Constraint(task=2, min=0.62), Constraint(task=3, min=0.62)], objective={"task": 1}))
+    assert out.feasible and out.expected["acc_2"] >= 0.62 - 1e-9 and out.expected["acc_3"] >= 0.62 - 1e-9
+    assert out.preference[0] == pytest.approx(0.4, abs=0.02)  # λ_2 = λ_3 = 0.3 leaves λ_1 = 0.4
+
+
+def test_select_on_a_single_point_front():
+    one = pa.table({"ray_1": [0.5], "ray_2": [0.5], "acc_1": [0.8], "acc_2": [0.7], "loss_1": [0.5], "loss_2": [0.6]})
+    assert select_preference(one, SelectRequest(constraints=[Constraint(task=2, min=0.6)])).feasible
+    assert not select_preference(one, SelectRequest(constraints=[Constraint(task=2, min=0.75)])).feasible
+
+
+# ----------------------------------------------------------------------------- loading
+
+def write_checkpoint(path: Path, backbone: str = "mlp", method: str = "palora", front: bool = True) -> Path:
+    model, cfg = adapted(backbone, method)
+    return save_checkpoint(path, model, cfg, {"epoch": 3, "metrics": {}}, front=two_task_front() if front else None)
+
+
+def test_engine_serves_a_saved_checkpoint(tmp_path):
+    path = write_checkpoint(tmp_path / "ckpt")
+    served = load_served_model(str(path))
+    assert served.method == "palora" and served.preference_conditioned and served.epoch == 3
+    assert served.num_classes == 10 and len(served.weights_sha256) == 64 and served.front.num_rows == 11
+    engine = Engine(served, ServeSettings(preference_tolerance=1e-2))
+    item = engine.validate(PredictRequest(preference=[0.333, 0.667], inputs=np.zeros((2, *INPUT_SHAPE)).tolist()))
+    assert item.preference == (0.33, 0.67)
+    response = engine.response(item, engine.run_batch([item])[0])
+    assert response.preference == [0.33, 0.67] and len(response.predictions) == 2
+    assert len(response.predictions[0].classes) == 2 and len(response.predictions[1].probabilities[0]) == 10
+    info = engine.info()
+    assert info.input_shape == [1, 28, 28] and info.has_front and info.forward_costs_ms["merged_call"] > 0
+    assert len(engine.front()) == 11 and engine.select(SelectRequest()).feasible
+    with pytest.raises(RequestError, match="preference"):
+        engine.validate(PredictRequest(preference=[0.5, 0.6], inputs=np.zeros((1, *INPUT_SHAPE)).tolist()))
+
+
+def test_checkpoint_without_front_answers_404(tmp_path):
+    engine = Engine(load_served_model(str(write_checkpoint(tmp_path / "c", "mlp", "ls", front=False))))
+    assert not engine.info().preference_conditioned and engine.info().forward_costs_ms is None
+    with pytest.raises(RequestError) as err:
+        engine.front()
+    assert err.value.status == 404
+
+
+def test_missing_or_corrupted_checkpoints_fail_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_served_model(str(tmp_path / "nowhere"))
+    path = write_checkpoint(tmp_path / "ckpt")
+    (path / "model.safetensors").write_bytes(b"\x80\x04 this is a pickle, not safetensors")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_served_model(str(path))
+    path = write_checkpoint(tmp_path / "ckpt2")
+    (path / "config.json").write_text("{\"model\": {\"backbone\": \"resnet\"}}")
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_served_model(str(path))
+    path = write_checkpoint(tmp_path / "ckpt3")
+    (path / "front.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CheckpointError, match="front.parquet"):
+        load_served_model(str(path))
