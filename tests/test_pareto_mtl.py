@@ -189,41 +189,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_run(rank: int, world: int, port: int, method_cfg, out: str) -> None:
+def _ddp_run(rank: int, world: int, port: int, method_cfgs: list, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
     data = load_dataset(DataConfig(max_train=256, max_eval=8))
-    method, model, _ = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)  # MLP: no pooling ties
-    wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer = build_optimizer(wrapped, "sgd", 0.05)
-    train_epoch(wrapped, method, optimizer, data.train, 0, 1, 64, seed=0, rank=rank, world_size=world)
-    if rank == 0:
+    results = []
+    for method_cfg in method_cfgs:
+        torch.manual_seed(0)
+        method, model, _ = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)  # MLP: no pooling ties
+        wrapped = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        optimizer = build_optimizer(wrapped, "sgd", 0.05)
+        train_epoch(wrapped, method, optimizer, data.train, 0, 1, 64, seed=0, rank=rank, world_size=world)
         weights = method.last_weights if isinstance(method.last_weights, list) else [method.last_weights]
-        torch.save({"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    "weights": torch.stack(weights), "phase": getattr(method, "phase", None)}, out)
+        results.append({"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                        "weights": torch.stack(weights), "phase": getattr(method, "phase", None)})
+    if rank == 0:
+        torch.save(results, out)
     if world > 1:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("method_cfg", [MGDAConfig(), ParetoMTLConfig(subproblem=0, init_steps=2)],
-                         ids=["mgda", "pareto_mtl"])
-def test_two_workers_match_one_worker_on_the_same_global_batch(tmp_path, method_cfg):
+def test_two_workers_match_one_worker_on_the_same_global_batch(tmp_path):
+    method_cfgs = [MGDAConfig(), ParetoMTLConfig(subproblem=0, init_steps=2)]
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
-    _ddp_run(0, 1, _free_port(), method_cfg, one)
-    mp.start_processes(_ddp_run, args=(2, _free_port(), method_cfg, two), nprocs=2, start_method="spawn")
-    a, b = torch.load(one), torch.load(two)
-    assert torch.allclose(a["weights"], b["weights"], atol=1e-5)  # the same min-norm weights
-    assert a["phase"] == b["phase"]
-    if a["phase"] is not None:
-        assert a["phase"] == ["constrained"]  # both phases ran: 2 initial-solution steps, then constrained ones
-    for k in a["state"]:
-        assert torch.allclose(a["state"][k], b["state"][k], atol=1e-5), k
-    torch.manual_seed(0)
-    initial = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)[1].state_dict()
-    assert any(not torch.allclose(a["state"][k], initial[k]) for k in initial)
+    _ddp_run(0, 1, _free_port(), method_cfgs, one)
+    mp.start_processes(_ddp_run, args=(2, _free_port(), method_cfgs, two), nprocs=2, start_method="spawn")
+    for method_cfg, a, b in zip(method_cfgs, torch.load(one), torch.load(two)):
+        assert torch.allclose(a["weights"], b["weights"], atol=1e-5), method_cfg.name  # the same min-norm weights
+        assert a["phase"] == b["phase"]
+        if a["phase"] is not None:
+            assert a["phase"] == ["constrained"]  # both phases ran: 2 initial-solution steps, then constrained ones
+        for k in a["state"]:
+            assert torch.allclose(a["state"][k], b["state"][k], atol=1e-5), (method_cfg.name, k)
+        torch.manual_seed(0)
+        initial = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)[1].state_dict()
+        assert any(not torch.allclose(a["state"][k], initial[k]) for k in initial), method_cfg.name
 
 
 # --- K subproblems as concurrent Ray Train runs -------------------------------------------------------------
