@@ -162,6 +162,7 @@ class ModelInfo(BaseModel):
     has_front: bool
     settings: ServeSettings
     forward_costs_ms: dict[str, float] | None = Field(description="the measured cost model (None: λ is ignored)")
+    torch_threads: int
     cache: dict[str, int]
 
 
@@ -452,14 +453,21 @@ class ConditionedPredictor(Predictor):
         return out
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    """Best of ``repeats`` timings: the least disturbed by other load on the machine."""
-    fn()  # warm-up
-    best = math.inf
+def _best_seconds(fns: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timings of each function, taken round-robin.
+
+    Interleaving spreads each function's samples over the whole measurement,
+    so a burst of other load on the machine cannot inflate all of them; the
+    best is the least disturbed.
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 
@@ -472,23 +480,24 @@ def measure_path_costs(predictor: ConditionedPredictor, small: int = 1, large: i
     """
     t = predictor.model.num_tasks
     key = tuple([1.0 / t] * t)
-    xs = {n: torch.zeros(n, *INPUT_SHAPE) for n in (small, large)}
+    sizes = (small, large)
+    xs = {n: torch.zeros(n, *INPUT_SHAPE) for n in sizes}
+    prefs = {n: torch.full((n, t), 1.0 / t) for n in sizes}
+    fns: dict[str, Any] = {f"per_sample{n}": (lambda n=n: predictor.forward_per_sample(xs[n], prefs[n])) for n in sizes}
     if predictor.cache is not None:
         weights = predictor.cache.merge(key)
-        merged = {n: _best_seconds(lambda n=n: functional_call(predictor.base, weights, (xs[n],)), repeats) for n in xs}
-        merge = _best_seconds(lambda: predictor.cache.merge(key), repeats)
+        fns |= {f"merged{n}": (lambda n=n: functional_call(predictor.base, weights, (xs[n],))) for n in sizes}
+        fns["merge"] = lambda: predictor.cache.merge(key)
     else:
-        merged = {n: _best_seconds(lambda n=n: predictor.forward_merged(xs[n], key), repeats) for n in xs}
-        merge = 0.0
-    prefs = {n: torch.full((n, t), 1.0 / t) for n in xs}
-    per = {n: _best_seconds(lambda n=n: predictor.forward_per_sample(xs[n], prefs[n]), repeats) for n in xs}
+        fns |= {f"merged{n}": (lambda n=n: predictor.forward_merged(xs[n], key)) for n in sizes}
+    best = _best_seconds(fns, repeats)
 
-    def fit(c: dict[int, float]) -> tuple[float, float]:
-        slope = max((c[large] - c[small]) / (large - small), 0.0)
-        return max(c[small] - small * slope, 0.0), slope
+    def fit(path: str) -> tuple[float, float]:
+        slope = max((best[f"{path}{large}"] - best[f"{path}{small}"]) / (large - small), 0.0)
+        return max(best[f"{path}{small}"] - small * slope, 0.0), slope
 
-    (m_call, m_sample), (p_call, p_sample) = fit(merged), fit(per)
-    return PathCosts(m_call, m_sample, merge, p_call, p_sample)
+    (m_call, m_sample), (p_call, p_sample) = fit("merged"), fit("per_sample")
+    return PathCosts(m_call, m_sample, best.get("merge", 0.0), p_call, p_sample)
 
 
 def make_predictor(model: PreferenceModel, settings: ServeSettings, backbone_only: bool = False) -> Predictor:
@@ -726,7 +735,7 @@ class Engine:
             num_classes=s.num_classes, backbone=s.cfg.model.backbone, input_shape=list(INPUT_SHAPE),
             input_normalization={"mean": NORMALIZE_MEAN, "std": NORMALIZE_STD, "scale": 255.0}, source=s.source,
             version=s.version, weights_sha256=s.weights_sha256, epoch=s.epoch, has_front=s.front is not None,
-            settings=self.settings, forward_costs_ms=costs.as_ms() if costs else None,
+            settings=self.settings, forward_costs_ms=costs.as_ms() if costs else None, torch_threads=torch.get_num_threads(),
             cache=self.predictor.cache_stats())
 
     def front(self) -> list[dict[str, float]]:

@@ -256,7 +256,7 @@ def test_model_and_front_endpoints(client, trained):
     assert info["method"] == "palora" and info["num_tasks"] == 2 and info["input_shape"] == [1, 28, 28]
     assert info["source"] == str(trained[0])
     assert info["preference_conditioned"] and info["version"] == "checkpoint" and info["epoch"] == 1
-    assert info["settings"]["max_batch_size"] == 16
+    assert info["settings"]["max_batch_size"] == 16 and info["torch_threads"] == 1  # Ray pins threads to the CPUs
     front = client.get("/v1/front").json()
     assert front["num_tasks"] == 2 and len(front["rows"]) == 11 and set(front["rows"][0]) >= {"ray_1", "acc_2", "loss_1"}
     spec = client.get("/openapi.json").json()
