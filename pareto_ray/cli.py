@@ -56,6 +56,54 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from pareto_ray.tuning import resume_sweep, run_sweep
+
+    if args.resume:
+        if args.config or args.set or args.num_samples:
+            raise ConfigError("--resume continues a sweep as it was started: drop --config, --set and --num-samples")
+        result = resume_sweep(args.resume)
+    elif args.config:
+        result = run_sweep(load_config(args.config, args.set), args.num_samples)
+    else:
+        raise ConfigError("give --config FILE (with a tune: section) or --resume SWEEP_FOLDER")
+    table = Table(title=f"sweep {result.name}: {result.table.num_rows} trials ({result.stopped_early} stopped early)")
+    columns = [c for c in result.table.column_names if c not in ("checkpoint", "run_name")]
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in result.table.select(columns).to_pylist():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.width = max(console.width, 160)  # the table is wide: let it wrap rather than elide
+    console.print(table)
+    if result.interrupted:
+        console.print(f"[bold yellow]interrupted:[/] continue with  pareto-ray tune --resume {result.experiment_path}")
+    else:
+        console.print(f"best: trial {result.best['trial_id']}  val HV {result.best_val_hv:.4f}  "
+                      f"test HV {result.best_test_hv:.4f}\nbest config: {result.best_config}\n"
+                      f"best checkpoint: {result.best_checkpoint}")
+    console.print(f"sweep table: {result.table_path}\nMLflow parent run: {result.parent_run_id}")
+    if args.json:
+        _emit_json(result.summary())
+    return 130 if result.interrupted else 0
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "serve" / "app.py").is_file():
+        raise FileNotFoundError(f"serve/app.py not found beside the package in {root}: serve from a source checkout")
+    sys.path.insert(0, str(root))
+    # A local Ray started below inherits this, so its workers import serve.app from any working directory.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    from serve.app import run
+
+    console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
+    run(args.model, args.host, args.port, args.tracking_uri)
+    return 0
+
+
 def cmd_toy(args: argparse.Namespace, console: Console) -> int:
     from pareto_ray.toy import plot_toy, run_toy
 
@@ -90,23 +138,6 @@ def cmd_expand(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    import os
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "serve" / "app.py").is_file():
-        raise FileNotFoundError(f"serve/app.py not found beside the package in {root}: serve from a source checkout")
-    sys.path.insert(0, str(root))
-    # A local Ray started below inherits this, so its workers import serve.app from any working directory.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
-    from serve.app import run
-
-    console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
-    run(args.model, args.host, args.port, args.tracking_uri)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pareto-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     ev.set_defaults(func=cmd_evaluate)
 
+    tune = sub.add_parser("tune", help="sweep hyperparameters with Ray Tune (maximizes validation HV)")
+    tune.add_argument("--config", help="YAML config with a tune: section (e.g. jobs/configs/tune_quickstart.yaml)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    tune.add_argument("--num-samples", type=int, help="override tune.num_samples")
+    tune.add_argument("--resume", metavar="PATH", help="continue an interrupted sweep from its folder")
+    tune.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    tune.set_defaults(func=cmd_tune)
+
+    srv = sub.add_parser("serve", help="serve a trained model over HTTP with Ray Serve (any λ per request)")
+    srv.add_argument("--model", required=True, metavar="SOURCE",
+                     help="checkpoint directory or MLflow registry URI models:/<name>/<version>")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    srv.set_defaults(func=cmd_serve)
+
     toy = sub.add_parser("toy", help="train one method on a problem with a known front and score it (IGD, HV ratio)")
     toy.add_argument("--method", required=True, help="method name, e.g. palora, lorpman, pamal, phn_lora")
     toy.add_argument("--problem", required=True, help="toy, toy_scaled, concave, zdt1 or zdt2")
@@ -142,14 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--pseudo", action="store_true", help="also evaluate pseudopreferences (1,-1), (-1,1), (0,0)")
     exp.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     exp.set_defaults(func=cmd_expand)
-
-    srv = sub.add_parser("serve", help="serve a trained model over HTTP with Ray Serve (any λ per request)")
-    srv.add_argument("--model", required=True, metavar="SOURCE",
-                     help="checkpoint directory or MLflow registry URI models:/<name>/<version>")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
-    srv.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pareto_ray.methods import METHODS, PaLoRAConfig
+from pareto_ray.tuning import TuneConfig, check_space
 
 
 class _Section(BaseModel):
@@ -89,6 +90,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    tune: TuneConfig | None = Field(default=None, description="search space of `pareto-ray tune` (see tuning.py)")
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +104,8 @@ class Config(_Section):
         if self.train.batch_size % self.ray.num_workers:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by ray.num_workers "
                              f"({self.ray.num_workers}): the global batch is split evenly over workers")
+        if self.tune is not None:
+            check_space(self)
         return self
 
     def run_name(self) -> str:
@@ -154,7 +158,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+            got = f" (got {err.get('input')!r})" if err["loc"] else ""  # a whole-config check: no need to echo it
+            lines.append(f"  {loc}: {err['msg']}{got}")
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,23 @@ def init_ray(address: str | None = None) -> None:
     # Train V2 polls its controller through the dashboard; without one it logs a
     # warning every second. Keep that logger quiet when the dashboard is absent.
     logging.getLogger("ray.train.v2._internal.execution.controller.state_manager").setLevel(logging.ERROR)
-    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+    local = _local_dashboard() if address is None and not os.environ.get("RAY_ADDRESS") else {}
+    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING, **local)
+
+
+def _local_dashboard() -> dict[str, Any]:
+    """``ray.init`` arguments for a new local instance: its dashboard on a free port, made known to its workers.
+
+    With several local Ray instances on one machine (parallel test sessions, two runs at once), Ray's state API
+    cannot tell inside a worker which instance is its own.  Train V2's placement-group cleaner uses it when a
+    controller dies (as when Tune stops a trial early); failing, it leaves the run's worker CPUs reserved and
+    later runs wait for them forever.  ``RAY_API_SERVER_ADDRESS`` names the right instance.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}}
 
 
 def use_per_sample(cfg: Config, device: torch.device) -> bool:
@@ -168,14 +185,34 @@ class FitResult:
                 "test": self.test_metrics}
 
 
+def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list | None = None) -> ray.train.torch.TorchTrainer:
+    """The ``TorchTrainer`` for ``cfg`` (named ``cfg.name``); rank 0 logs per-epoch metrics into MLflow run ``run_id``.
+
+    The Train run is found again by (``ray.storage_path``, ``cfg.name``): the same name resumes from its latest
+    checkpoint.  ``callbacks`` are Ray Train callbacks (a Tune trial passes ``TuneReportCallback``).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "tracking_uri": uri, "mlflow_run_id": run_id,
+                           "fail_at": _fault_injection(cfg)},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.name, storage_path=_storage_path(cfg.ray.storage_path), callbacks=callbacks,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.num_to_keep, checkpoint_score_attribute="val_hv",
+                                               checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
+    )
+
+
 def fit(cfg: Config, parent_run_id: str | None = None) -> FitResult:
     """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``).
 
     A discrete front (Pareto MTL's K subproblems) goes to ``pareto_ray.discrete.fit_discrete``: K such runs.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from pareto_ray.discrete import fit_discrete, is_discrete
 
     if is_discrete(cfg):
@@ -185,19 +222,7 @@ def fit(cfg: Config, parent_run_id: str | None = None) -> FitResult:
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
     load_dataset(cfg.data)  # build the Parquet cache once, before the workers need it
-    storage = _storage_path(cfg.ray.storage_path)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "tracking_uri": uri, "mlflow_run_id": run_id,
-                           "fail_at": _fault_injection(cfg)},
-        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
-        run_config=RunConfig(
-            name=cfg.name, storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.num_to_keep, checkpoint_score_attribute="val_hv",
-                                               checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
-    )
+    trainer = build_trainer(cfg, uri, run_id)
     try:
         result = trainer.fit()
     except Exception:
