@@ -217,7 +217,7 @@ def fit(cfg: Config, parent_run_id: str | None = None) -> FitResult:
 
     if is_discrete(cfg):
         return fit_discrete(cfg)
-    cfg = cfg.model_copy(update={"name": cfg.run_name()})
+    cfg = _with_absolute_paths(cfg.model_copy(update={"name": cfg.run_name()}))
     init_ray(cfg.ray.address)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
@@ -232,6 +232,14 @@ def fit(cfg: Config, parent_run_id: str | None = None) -> FitResult:
         tracking.end_run(uri, run_id, "FAILED")
         raise RuntimeError(f"run {cfg.name} finished without a checkpoint (see the worker logs above)")
     return finalize(cfg, run_id, uri, result.checkpoint.path)
+
+
+def _with_absolute_paths(cfg: Config) -> Config:
+    """Relative data folders are relative to where the command runs, not to a worker's directory."""
+    data = cfg.data
+    update = {k: str(Path(v).expanduser().resolve()) for k in ("root", "cache_dir")
+              if (v := getattr(data, k)) is not None and "://" not in v}
+    return cfg.model_copy(update={"data": data.model_copy(update=update)}) if update else cfg
 
 
 def _storage_path(path: str) -> str:
