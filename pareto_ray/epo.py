@@ -53,6 +53,8 @@ def epo_lp(losses: np.ndarray, gram: np.ndarray, ray: np.ndarray, eps: float = D
     ray = np.asarray(ray, dtype=float)
     C = np.asarray(gram, dtype=float)
     m = len(losses)
+    if not np.sum(ray * losses) > 0:  # every weighted loss is 0: nothing to balance or descend on
+        return None, "dom"
     rl, mu, a = adjustments(losses, ray)
     Ca = C @ a
     a_eq, b_eq, bounds = np.ones((1, m)), np.ones(1), [(0, None)] * m
@@ -81,7 +83,7 @@ def epo_lp(losses: np.ndarray, gram: np.ndarray, ray: np.ndarray, eps: float = D
 
 
 def epo_weights(losses: np.ndarray, gram: np.ndarray, ray: np.ndarray, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """Task weights ``m·β`` for the weighted loss Σ_t w_t L_t (β = r/Σr when the LP fails)."""
+    """Task weights ``m·β`` for the weighted loss Σ_t w_t L_t (β = r/Σr when the LP fails or r⊙l = 0)."""
     ray = np.asarray(ray, dtype=float)
     beta, _ = epo_lp(losses, gram, ray, eps)
     if beta is None:

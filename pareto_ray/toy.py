@@ -14,8 +14,8 @@ Problems (minimization, two objectives):
   Reference front: a 1001×1001 grid over [−10, 10]², non-dominated filter,
   resampled evenly along the front (computed once, cached on disk).
 * ``concave`` — Pareto MTL's eq. 19, d = 20; Pareto set x = t·1/√d, t ∈ [−1, 1].
-* ``zdt1`` (convex) and ``zdt2`` (concave) — d = 30, box [0, 1]^30 by
-  clamping θ; fronts from pymoo.
+* ``zdt1`` (convex) and ``zdt2`` (concave) — d = 30, the box [0, 1]^30 as
+  x = sigmoid(θ); fronts from pymoo.
 
 Scores of a learned front (the objectives at ``eval_points`` evenly spread
 rays): IGD to the reference front (also relative to the front's diameter),
@@ -86,7 +86,7 @@ def concave_objectives(theta: torch.Tensor) -> torch.Tensor:
 
 
 def zdt_objectives(theta: torch.Tensor, concave: bool) -> torch.Tensor:
-    x = theta.clamp(0, 1)
+    x = torch.sigmoid(theta)  # the box [0, 1]^d, smoothly: clamping would leave dead zones without gradient
     f1 = x[..., 0]
     g = 1 + 9 / (x.shape[-1] - 1) * x[..., 1:].sum(-1)
     ratio = f1 / g
@@ -160,9 +160,9 @@ PROBLEMS: dict[str, Problem] = {
                           functools.partial(toy_front, 0.1), steps=2000, lr=0.04, hyper_lr=0.03),
     "concave": Problem("concave", 20, concave_objectives, _uniform(-1, 1, 20), concave_front, steps=1000, lr=0.02,
                        hyper_lr=0.001),
-    "zdt1": Problem("zdt1", 30, functools.partial(zdt_objectives, concave=False), _uniform(0, 1, 30),
+    "zdt1": Problem("zdt1", 30, functools.partial(zdt_objectives, concave=False), _uniform(-1, 1, 30),
                     functools.partial(zdt_front, "zdt1"), steps=1000, lr=0.02, hyper_lr=0.002),
-    "zdt2": Problem("zdt2", 30, functools.partial(zdt_objectives, concave=True), _uniform(0, 1, 30),
+    "zdt2": Problem("zdt2", 30, functools.partial(zdt_objectives, concave=True), _uniform(-1, 1, 30),
                     functools.partial(zdt_front, "zdt2"), steps=1000, lr=0.02, hyper_lr=0.002),
 }
 

@@ -169,17 +169,19 @@ def test_preference_input_layer_paths_agree(make):
     assert torch.allclose(together, alone, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lorpman", "phn_lora", "pamal", "cosmos", "phn"])
-def test_models_forward_paths_agree(name):
+@pytest.mark.parametrize("name,settings", [("lorpman", {}), ("phn_lora", {}), ("pamal", {}), ("cosmos", {}), ("phn", {}),
+                                           ("phn", {"chunk_size": 5000})])
+def test_models_forward_paths_agree(name, settings):
     torch.manual_seed(0)
-    method, model, _ = build_model(ModelConfig(), METHODS[name][1](), 2)
+    method, model, _ = build_model(ModelConfig(), METHODS[name][1](**settings), 2)
     x = torch.randn(3, 1, 28, 28)
     rays = torch.tensor([[1.0, 0.0], [0.3, 0.7]])
     merged = model(x, rays)
     per_sample = model(x, rays, per_sample=True)
     for a, b in zip(merged, per_sample):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(merged[0][0], merged[0][1]) or name == "lorpman"  # LoRA B starts at 0
+    starts_at_base = name in ("lorpman", "phn_lora")  # B = 0 at initialization: every ray gives θ₀
+    assert torch.allclose(merged[0][0], merged[0][1]) == starts_at_base
 
 
 # --- sizes and optimizer groups --------------------------------------------------------------------------------
@@ -285,11 +287,11 @@ def test_gradient_combining_methods_two_workers_match_one(tmp_path):
 
 # --- evaluation of pseudopreferences, Pareto expansion ---------------------------------------------------------
 
-def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudopreferences(tmp_path):
+def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudopreferences(tmp_path, capsys):
     from pareto_ray import checkpoint as ckpt
+    from pareto_ray.cli import main
     from pareto_ray.data import load_dataset
     from pareto_ray.evaluation import evaluate_front
-    from pareto_ray.expand import expand
 
     base_cfg = load_config(None, ["method.name=ls", "name=base", "data.max_train=256", "data.max_eval=64",
                                   "train.batch_size=64", "ray.num_workers=1"])
@@ -299,9 +301,12 @@ def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudoprefer
     train_epoch(model, method, build_optimizer(model, "adam", 1e-3), data.train, 0, 1, 64, 0)
     ckpt.save_checkpoint(tmp_path / "base", model, base_cfg, {"epoch": 0, "metrics": {}})
 
-    cfg = load_config(None, ["method.name=palora", "method.alpha=2", "data.max_train=256", "data.max_eval=64",
-                             "train.batch_size=64", "train.epochs=1", "ray.num_workers=1"])
-    out = expand(tmp_path / "base", cfg, tmp_path / "expanded", pseudo=True)
+    config = tmp_path / "expand.yaml"
+    config.write_text("method: {name: palora, alpha: 2}\ndata: {max_train: 256, max_eval: 64}\n"
+                      "train: {batch_size: 64, epochs: 1}\nray: {num_workers: 1}\n")
+    assert main(["expand", "--from", str(tmp_path / "base"), "--config", str(config), "--output",
+                 str(tmp_path / "expanded"), "--pseudo", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["hv"] > 0 and out["start"]["hv"] > 0
     expanded, exp_method, _ = ckpt.load_model(out["checkpoint"])
     base_state = model.net.state_dict()
@@ -325,14 +330,13 @@ def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudoprefer
                                         ("pamal", {"method.balancing": "gradient"}), ("cosmos", {}), ("phn", {})])
 def test_each_method_trains_through_ray_train(tmp_path, ray_session, mlflow_uri, name, extra):
     from pareto_ray.cli import main
+    from pareto_ray.trainer import fit
 
     overrides = tiny_overrides(tmp_path, mlflow_uri, **{"method.name": name, "train.epochs": 1, "ray.num_workers": 1,
                                                         "data.max_train": 128, "data.max_eval": 64,
+                                                        "model.backbone": "mlp", "model.hidden": 16,
                                                         "name": f"t-{name}", **extra})
-    from pareto_ray.config import load_config as load
-    from pareto_ray.trainer import fit
-
-    result = fit(load(None, overrides))
+    result = fit(load_config(None, overrides))
     assert result.test_hv > 0 and os.path.isfile(result.front)
     assert main(["evaluate", result.checkpoint, "--split", "val", "--output", str(tmp_path / "ev"), "--json"]) == 0
     assert json.load(open(result.checkpoint + "/config.json"))["method"]["name"] == name
