@@ -149,7 +149,6 @@ def _interrupt_after_first_completed_trial(mlflow_uri: str, done: threading.Even
             runs = []
         running = [r for r in runs if r.info.status == "RUNNING" and client.get_metric_history(r.info.run_id, "val_hv")]
         if running and any(r.info.status == "FINISHED" for r in runs):
-            time.sleep(1.0)  # let Tune record the finished trial
             os.kill(os.getpid(), signal.SIGUSR1)
             return
         time.sleep(0.5)
@@ -157,8 +156,8 @@ def _interrupt_after_first_completed_trial(mlflow_uri: str, done: threading.Even
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_trials(ray_session, tmp_path, mlflow_uri, capsys):
-    # trial 0 runs 2 epochs, trial 1 runs 5 beside it: when trial 0 is done, trial 1 is mid-run with checkpoints
-    tune = {"space": {"train.epochs": {"grid": [2, 5]}}, "scheduler": {"name": "fifo"}, "max_concurrent_trials": 2}
+    # one trial at a time: trial 0 runs 2 epochs; once trial 1 (5 epochs) has a checkpoint, the sweep is interrupted
+    tune = {"space": {"train.epochs": {"grid": [2, 5]}}, "scheduler": {"name": "fifo"}, "max_concurrent_trials": 1}
     cfg = load_config(_tune_config(tmp_path, mlflow_uri, tune, name="resumable"))
     done = threading.Event()
     watcher = threading.Thread(target=_interrupt_after_first_completed_trial, args=(mlflow_uri, done), daemon=True)
