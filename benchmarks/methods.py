@@ -47,6 +47,7 @@ LABELS = {"ls": "LS", "palora": "PaLoRA", "lorpman": "LORPMAN", "phn_lora": "PHN
 DATASETS = {"multimnist": "MultiMNIST", "multifashion": "MultiFashion"}
 RESULTS = REPO / "docs" / "results.json"
 REPORT = REPO / "docs" / "results.md"
+NOTES = "## Notes"  # from this heading on, docs/results.md is hand-written and survives a rerun
 
 
 def machine() -> str:
@@ -60,9 +61,18 @@ def load_results() -> dict[str, Any]:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"mnist": {}, "toy": {}, "meta": {}}
 
 
-def save_results(results: dict[str, Any]) -> None:
+def save_results(results: dict[str, Any], part: str) -> None:
+    """Write ``results[part]`` (and its meta) into the file, keeping what another part wrote meanwhile."""
+    merged = load_results()
+    merged[part] = results[part]
+    if part in results.get("meta", {}):
+        merged.setdefault("meta", {})[part] = results["meta"][part]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    tmp = RESULTS.with_suffix(f".{part}.tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(RESULTS)
+    results.update({k: v for k, v in merged.items() if k != part and k != "meta"})
+    results.setdefault("meta", {}).update({k: v for k, v in merged.get("meta", {}).items() if k != part})
 
 
 def run_mnist(dataset: str, method: str, seed: int, epochs: int, max_train: int | None, max_eval: int | None,
@@ -102,13 +112,15 @@ def cmd_mnist(args: argparse.Namespace) -> None:
             for method in args.methods:
                 rec = run_mnist(dataset, method, seed, args.epochs, max_train, args.max_eval, args.root)
                 results["mnist"][f"{dataset}/{method}/{seed}"] = rec
-                save_results(results)
+                save_results(results, "mnist")
                 print(f"{dataset:13s} {method:9s} seed {seed}: HV {rec['test_hv']:.4f}  "
                       f"{rec['seconds_per_epoch']:.1f} s/epoch  params {rec['params']}", flush=True)
-    results["meta"]["mnist"] = {"command": " ".join(sys.argv), "machine": machine(),
-                                "wall_minutes": (time.perf_counter() - started) / 60, "epochs": args.epochs,
-                                "seeds": args.seeds, "max_train": args.max_train, "max_eval": args.max_eval}
-    save_results(results)
+    for dataset in args.datasets:  # the setting each dataset's rows were produced with
+        results["meta"].setdefault("mnist", {})[dataset] = {
+            "command": " ".join(sys.argv), "machine": machine(), "wall_minutes": (time.perf_counter() - started) / 60,
+            "epochs": args.epochs, "seeds": args.seeds, "max_train": args.max_train.get(dataset),
+            "max_eval": args.max_eval}
+    save_results(results, "mnist")
     write_report(results)
 
 
@@ -130,11 +142,11 @@ def cmd_toy(args: argparse.Namespace) -> None:
         key = f"{problem}/{method}{'/' + ','.join(extra) if extra else ''}"
         results["toy"][key] = {k: v for k, v in res.items() if k not in ("rays", "points")} | {"set": extra,
                                                                                              "dent_points": dent}
-        save_results(results)
+        save_results(results, "toy")
         print(f"{key:40s} IGD/diam {res['igd_relative']:.4f}  HV ratio {res['hv_ratio']:.4f}  dent {dent}", flush=True)
     results["meta"]["toy"] = {"command": " ".join(sys.argv), "machine": machine(),
                               "wall_minutes": (time.perf_counter() - started) / 60}
-    save_results(results)
+    save_results(results, "toy")
     write_report(results)
 
 
@@ -175,24 +187,26 @@ def plot_fronts(records: list[dict[str, Any]], dataset: str, path: Path) -> Path
 
 def write_report(results: dict[str, Any]) -> None:
     lines = ["# Benchmark results", "",
-             "Written by `benchmarks/methods.py` (do not edit by hand: rerun it). Raw numbers: `docs/results.json`.", ""]
+             "Tables written by `benchmarks/methods.py` (rerun it rather than editing them; the notes at the end "
+             "are hand-written and kept). Raw numbers: `docs/results.json`.", ""]
     meta = results.get("meta", {})
     mnist = list(results.get("mnist", {}).values())
     if mnist:
-        m = meta.get("mnist", {})
         lines += ["## MultiMNIST and MultiFashion", "",
-                  f"Command: `{m.get('command', '?')}`  ", f"Machine: {m.get('machine', '?')} "
-                  f"(shared with other jobs, so wall times are noisy); total {m.get('wall_minutes', 0):.1f} min.  ",
-                  f"Setting: LeNet, batch 256, Adam 1e-3, {m.get('epochs')} epochs, seeds {m.get('seeds')}, training "
-                  f"subset {m.get('max_train') or 'none'}, test subset {m.get('max_eval') or 'none'}; every method "
-                  "with its paper's settings (the defaults of its config). HV of test accuracies at the 11-ray grid, "
-                  "reference 0; Δp% is over the plain multi-task LeNet (27,450 parameters).", ""]
+                  "LeNet, batch 256, Adam 1e-3, every method with its paper's settings (the defaults of its config). "
+                  "HV of test accuracies at the 11-ray grid, reference 0, mean ± std over seeds; Δp% is over the "
+                  "plain multi-task LeNet (27,450 parameters). The machine is shared with other jobs, so wall times "
+                  "are noisy.", ""]
         for dataset, title in DATASETS.items():
             recs = [r for r in mnist if r["dataset"] == dataset]
             if not recs:
                 continue
+            m = meta.get("mnist", {}).get(dataset, {})
             n_train, n_test = recs[0]["train_samples"], recs[0]["test_samples"]
             lines += [f"### {title} ({n_train} training, {n_test} test composites)", "",
+                      f"Command: `{m.get('command', '?')}`  ", f"Machine: {m.get('machine', '?')}; "
+                      f"{m.get('epochs')} epochs, seeds {m.get('seeds')}; the whole command took "
+                      f"{m.get('wall_minutes', 0):.1f} min.", "",
                       "| method | test HV | best acc 1 | best acc 2 | non-dominated | trainable params | Δp% | s / epoch |",
                       "|---|---|---|---|---|---|---|---|"]
             for method in METHODS:
@@ -224,9 +238,8 @@ def write_report(results: dict[str, Any]) -> None:
                          f"| {r['igd_relative']:.4f} | {r['hv_ratio']:.4f} | {int(r['nondominated'])} "
                          f"| {r['dent_points']} | {r['seconds']:.0f} |")
         lines.append("")
-    notes = REPO / "docs" / "results_notes.md"
-    if notes.is_file():
-        lines += [notes.read_text()]
+    if REPORT.is_file() and NOTES in REPORT.read_text():  # the hand-written analysis below the tables is kept
+        lines += [NOTES + REPORT.read_text().split(NOTES, 1)[1].rstrip("\n")]
     REPORT.write_text("\n".join(lines) + "\n")
     print(f"wrote {REPORT}")
 
