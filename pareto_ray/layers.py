@@ -120,6 +120,14 @@ def find_targets(model: nn.Module, target_modules: Iterable[str] | None = None) 
     return chosen
 
 
+def default_targets(net: nn.Module, target_modules: Iterable[str] | None, adapt_heads: bool) -> list[str]:
+    """``find_targets``, keeping only the shared encoder's modules unless ``adapt_heads`` or explicit targets are given."""
+    names = find_targets(net, target_modules)
+    if target_modules is None and not adapt_heads:
+        names = [n for n in names if n.startswith("encoder.")]
+    return names
+
+
 def inject(model: nn.Module, names: Iterable[str], make_layer) -> list[nn.Module]:
     """Replace each named module of ``model`` by ``make_layer(module)``; return the new layers."""
     layers = []

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from pareto_ray.layers import LowRankPreferenceLayer, find_targets, inject
+from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.methods.pamal import RayGenerator, multi_forward_regularization
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
@@ -88,9 +88,7 @@ class LORPMAN(Method):
         self.freezer = Freezer(cfg.freeze_after)
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
-        names = find_targets(net, self.cfg.target_modules)
-        if self.cfg.target_modules is None and not self.cfg.adapt_heads:
-            names = [n for n in names if n.startswith("encoder")]
+        names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
         layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, self.cfg.scale))
         model = AdaptedModel(net, layers)
         low_rank = {id(p) for layer in layers for p in (layer.lora_A, layer.lora_B)}

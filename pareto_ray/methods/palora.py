@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from pareto_ray.layers import LowRankPreferenceLayer, find_targets, inject
+from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import annealed_schedule
@@ -33,9 +33,7 @@ class PaLoRA(Method):
     cfg: PaLoRAConfig
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
-        names = find_targets(net, self.cfg.target_modules)
-        if self.cfg.target_modules is None and not self.cfg.adapt_heads:
-            names = [n for n in names if n.startswith("encoder.")]
+        names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
         scale = self.cfg.alpha / self.cfg.rank
         layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, scale))
         return AdaptedModel(net, layers)

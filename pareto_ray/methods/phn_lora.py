@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from pareto_ray.distributed import all_reduce_mean
-from pareto_ray.layers import GeneratedLoRALayer, find_targets, inject
+from pareto_ray.layers import GeneratedLoRALayer, default_targets, inject
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.methods.lorpman import Freezer
 from pareto_ray.methods.pamal import RayGenerator
@@ -148,9 +148,7 @@ class PHNLoRA(Method):
         self.combines_gradients = cfg.solver == "epo"
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
-        names = find_targets(net, self.cfg.target_modules)
-        if self.cfg.target_modules is None and not self.cfg.adapt_heads:
-            names = [n for n in names if n.startswith("encoder")]
+        names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
         layers = inject(net, names, lambda m: GeneratedLoRALayer(m, self.cfg.rank, self.cfg.scale))
         model = HyperModel(net, layers, self.num_tasks, self.cfg.hidden)
         self.freezer.frozen = list(net.parameters())  # θ₀ and the heads; the hypernetwork keeps training
