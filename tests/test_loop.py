@@ -1,12 +1,8 @@
 """The shared loop: sharding, one backward per step, and DDP equivalence."""
 
-import os
-import socket
-
+import gloo
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from pareto_ray.config import DataConfig, ModelConfig
@@ -62,17 +58,7 @@ def test_palora_and_ls_learn_multidigits():
         assert last["train_loss_1"] < 0.8 * first["train_loss_1"], method_cfg.name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(rank: int, world: int, port: int, method_cfg, per_sample: bool, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+def _run(rank: int, world: int, method_cfg, per_sample: bool, out: str) -> None:
     torch.manual_seed(0)
     data = load_dataset(DataConfig(max_train=256, max_eval=8))
     # MLP, not LeNet: max-pooling over flat image regions breaks exact ties by
@@ -84,8 +70,6 @@ def _run(rank: int, world: int, port: int, method_cfg, per_sample: bool, out: st
                 per_sample=per_sample)
     if rank == 0:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("method_cfg,per_sample", [(PaLoRAConfig(rays_per_step=3), False),
@@ -93,8 +77,8 @@ def _run(rank: int, world: int, port: int, method_cfg, per_sample: bool, out: st
                                                     (LSConfig(), False)])
 def test_two_workers_match_one_worker_on_the_same_global_batch(tmp_path, method_cfg, per_sample):
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
-    _run(0, 1, _free_port(), method_cfg, per_sample, one)
-    mp.start_processes(_run, args=(2, _free_port(), method_cfg, per_sample, two), nprocs=2, start_method="spawn")
+    gloo.run(_run, 1, method_cfg, per_sample, one)
+    gloo.run(_run, 2, method_cfg, per_sample, two)
     a, b = torch.load(one), torch.load(two)
     torch.manual_seed(0)
     initial = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)[1].state_dict()

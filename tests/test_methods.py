@@ -3,13 +3,11 @@ freezing, learning-rate groups, DDP equivalence, expansion, and one Ray Train ru
 
 import json
 import os
-import socket
 
+import gloo
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from conftest import tiny_overrides
 from torch import nn
 
@@ -243,19 +241,9 @@ DDP_CASES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_run(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_run(rank: int, world: int, out: str) -> None:
     from pareto_ray.data import load_dataset
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
     data = load_dataset(DataConfig(max_train=128, max_eval=8))
     states = {}
     for name, cfg in DDP_CASES.items():
@@ -267,15 +255,13 @@ def _ddp_run(rank: int, world: int, port: int, out: str) -> None:
         states[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if rank == 0:
         torch.save(states, out)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_gradient_combining_methods_two_workers_match_one(tmp_path):
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
-    _ddp_run(0, 1, _free_port(), one)
-    mp.start_processes(_ddp_run, args=(2, _free_port(), two), nprocs=2, start_method="spawn")
+    gloo.run(_ddp_run, 1, one)
+    gloo.run(_ddp_run, 2, two)
     a, b = torch.load(one), torch.load(two)
     for name, cfg in DDP_CASES.items():
         torch.manual_seed(0)

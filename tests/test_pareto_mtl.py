@@ -4,14 +4,12 @@ the paper (Fig. 2), DDP equivalence, and K subproblems as concurrent Ray Train r
 import json
 import math
 import os
-import socket
 
+import gloo
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from conftest import tiny_overrides
 from torch import nn
 
@@ -183,17 +181,7 @@ def test_fig2_ls_reaches_only_the_ends_mgda_only_the_middle(pareto_mtl_points):
 
 # --- DDP: every worker combines the globally averaged task gradients ----------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_run(rank: int, world: int, port: int, method_cfgs: list, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_run(rank: int, world: int, method_cfgs: list, out: str) -> None:
     data = load_dataset(DataConfig(max_train=256, max_eval=8))
     results = []
     for method_cfg in method_cfgs:
@@ -207,15 +195,13 @@ def _ddp_run(rank: int, world: int, port: int, method_cfgs: list, out: str) -> N
                         "weights": torch.stack(weights), "phase": getattr(method, "phase", None)})
     if rank == 0:
         torch.save(results, out)
-    if world > 1:
-        dist.destroy_process_group()
 
 
 def test_two_workers_match_one_worker_on_the_same_global_batch(tmp_path):
     method_cfgs = [MGDAConfig(), ParetoMTLConfig(subproblem=0, init_steps=2)]
     one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
-    _ddp_run(0, 1, _free_port(), method_cfgs, one)
-    mp.start_processes(_ddp_run, args=(2, _free_port(), method_cfgs, two), nprocs=2, start_method="spawn")
+    gloo.run(_ddp_run, 1, method_cfgs, one)
+    gloo.run(_ddp_run, 2, method_cfgs, two)
     for method_cfg, a, b in zip(method_cfgs, torch.load(one), torch.load(two)):
         assert torch.allclose(a["weights"], b["weights"], atol=1e-5), method_cfg.name  # the same min-norm weights
         assert a["phase"] == b["phase"]
