@@ -87,7 +87,6 @@ def test_search_algorithms_run_as_many_trials_as_the_cpus_hold(ray_session, tmp_
     fits = int(ray_session.cluster_resources()["CPU"])  # a trial: one 0.99-CPU worker and its 0.01-CPU driver
     cfg = load_config(_tune_config(tmp_path, mlflow_uri, {"space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}))
     assert search_algorithm(cfg).max_concurrent == fits
-    pytest.importorskip("optuna")
     search = search_algorithm(cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"search": "optuna"})}))
     assert isinstance(search, ConcurrencyLimiter) and search.max_concurrent == fits
 
