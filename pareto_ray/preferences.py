@@ -83,6 +83,23 @@ def dirichlet(num_rays: int, num_tasks: int, concentration: float = 1.0,
     return g / g.sum(dim=1, keepdim=True)
 
 
+class RayGenerator:
+    """Dirichlet rays from a generator seeded with the process seed (``torch.initial_seed()``),
+    so every DDP worker — seeded alike — draws the same rays, whatever else consumes randomness."""
+
+    def __init__(self) -> None:
+        self._gen: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        if self._gen is None:
+            self._gen = torch.Generator().manual_seed(torch.initial_seed())
+        return self._gen
+
+    def dirichlet(self, num_rays: int, num_tasks: int, concentration: float) -> torch.Tensor:
+        return dirichlet(num_rays, num_tasks, concentration, self.generator)
+
+
 def base_rays(num_rays: int, num_tasks: int, epsilon: float = 0.01) -> torch.Tensor:
     """PaLoRA's base rays λ̃: M evenly spaced rays kept ε away from the faces.
 

@@ -67,6 +67,28 @@ class Method(ABC):
         return loss
 
 
+class Freezer:
+    """The freeze epoch as a fraction of training: past it, the main parameters get no update.
+
+    Their gradients are dropped after the backward (and after any all-reduce),
+    so every worker skips them alike; ``requires_grad`` is never toggled under
+    DDP and the optimizer skips parameters without a gradient.
+    """
+
+    def __init__(self, after: float | None):
+        self.after = after
+        self.frozen: list[torch.nn.Parameter] = []
+        self.progress = 0.0
+
+    def active(self) -> bool:
+        return self.after is not None and self.progress >= self.after
+
+    def apply(self) -> None:
+        if self.active():
+            for p in self.frozen:
+                p.grad = None
+
+
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from pareto_ray.layers import PreferenceInputLayer, find_targets, inject
 from pareto_ray.methods.base import Method, MethodConfig
-from pareto_ray.methods.pamal import RayGenerator
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
+from pareto_ray.preferences import RayGenerator
 
 
 class COSMOSConfig(MethodConfig):

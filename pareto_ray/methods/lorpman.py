@@ -21,31 +21,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
-from pareto_ray.methods.base import Method, MethodConfig
-from pareto_ray.methods.pamal import RayGenerator, multi_forward_regularization
+from pareto_ray.methods.base import Freezer, Method, MethodConfig
+from pareto_ray.methods.pamal import multi_forward_regularization
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
-
-
-class Freezer:
-    """The freeze epoch as a fraction of training: past it, the main parameters get no update.
-
-    Their gradients are dropped after the backward (and after any all-reduce),
-    so every worker skips them alike; ``requires_grad`` is never toggled under
-    DDP and the optimizer skips parameters without a gradient.
-    """
-
-    def __init__(self, after: float | None):
-        self.after = after
-        self.frozen: list[torch.nn.Parameter] = []
-        self.progress = 0.0
-
-    def active(self) -> bool:
-        return self.after is not None and self.progress >= self.after
-
-    def apply(self) -> None:
-        if self.active():
-            for p in self.frozen:
-                p.grad = None
+from pareto_ray.preferences import RayGenerator
 
 
 class LORPMANConfig(MethodConfig):

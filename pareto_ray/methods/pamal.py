@@ -28,7 +28,7 @@ from pareto_ray.methods.base import (
     trainable_parameters,
 )
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
-from pareto_ray.preferences import dirichlet
+from pareto_ray.preferences import RayGenerator
 
 
 def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
@@ -54,21 +54,6 @@ def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) 
     return total
 
 
-class RayGenerator:
-    """Dirichlet rays from a generator seeded with the process seed (``torch.initial_seed()``),
-    so every DDP worker — seeded alike — draws the same rays, whatever else consumes randomness."""
-
-    def __init__(self) -> None:
-        self._gen: torch.Generator | None = None
-
-    @property
-    def generator(self) -> torch.Generator:
-        if self._gen is None:
-            self._gen = torch.Generator().manual_seed(torch.initial_seed())
-        return self._gen
-
-    def dirichlet(self, num_rays: int, num_tasks: int, concentration: float) -> torch.Tensor:
-        return dirichlet(num_rays, num_tasks, concentration, self.generator)
 
 
 class PaMaLConfig(MethodConfig):

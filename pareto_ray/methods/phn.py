@@ -28,8 +28,8 @@ from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.epo import epo_weights
 from pareto_ray.layers import GeneratedLayer, find_targets, inject
 from pareto_ray.methods.base import Method, MethodConfig, all_reduce_gradients, task_gradients
-from pareto_ray.methods.pamal import RayGenerator
 from pareto_ray.models import MultiTaskNet, PreferenceModel
+from pareto_ray.preferences import RayGenerator
 
 
 class HyperNetwork(nn.Module):

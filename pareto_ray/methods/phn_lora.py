@@ -28,13 +28,11 @@ from pydantic import Field
 
 from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.layers import GeneratedLoRALayer, default_targets, inject
-from pareto_ray.methods.base import Method, MethodConfig
-from pareto_ray.methods.lorpman import Freezer
-from pareto_ray.methods.pamal import RayGenerator
+from pareto_ray.methods.base import Freezer, Method, MethodConfig
 from pareto_ray.methods.phn import HyperModel, solver_backward
 from pareto_ray.metrics import hypervolume
 from pareto_ray.models import MultiTaskNet, PreferenceModel
-from pareto_ray.preferences import simplex_grid
+from pareto_ray.preferences import RayGenerator, simplex_grid
 
 
 def hypervolume_gradient(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
