@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tolerance import assert_close
 from torch import nn
 
 from pareto_ray.layers import LowRankPreferenceLayer, find_targets, inject
@@ -27,7 +28,7 @@ def test_merged_and_per_sample_paths_agree(base):
     for i in range(n):
         layer.preference = prefs[i]
         merged.append(layer(x[i:i + 1]))
-    assert torch.allclose(per_sample, torch.cat(merged), atol=1e-5)
+    assert_close(per_sample, torch.cat(merged))
 
 
 def test_merged_weight_formula():
@@ -36,7 +37,7 @@ def test_merged_weight_formula():
     _randomize(layer)
     lam = torch.tensor([0.25, 0.75])
     expected = layer.base_layer.weight + 2.0 * sum(lam[t] * layer.lora_B[t] @ layer.lora_A[t] for t in range(2))
-    assert torch.allclose(layer.merged_weight(lam), expected, atol=1e-6)
+    assert_close(layer.merged_weight(lam), expected)
 
 
 def test_starts_at_base_network():
@@ -45,7 +46,7 @@ def test_starts_at_base_network():
     layer = LowRankPreferenceLayer(base, num_tasks=2, rank=3, scale=1.0)
     x = torch.randn(8, 5)
     layer.preference = torch.tensor([0.9, 0.1])
-    assert torch.allclose(layer(x), base(x))
+    assert_close(layer(x), base(x))
     assert layer.lora_A.abs().sum() > 0 and layer.lora_B.abs().sum() == 0
 
 
@@ -97,6 +98,6 @@ def test_model_forward_paths_agree(backbone):
     per_sample = model(x, rays, per_sample=True)
     for a, b in zip(merged, per_sample):
         assert a.shape == (3, 5, 10)
-        assert torch.allclose(a, b, atol=1e-5)
+        assert_close(a, b)
     # a different λ gives a different network
     assert not torch.allclose(merged[0][0], merged[0][2], atol=1e-3)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_overrides
+from tolerance import assert_close, assert_states_close
 from torch import nn
 
 from pareto_ray.config import DataConfig, ModelConfig, load_config
@@ -126,7 +127,7 @@ def test_ensemble_layer_paths_agree_and_mix_members(make):
     x = _inputs(base, 6)
     prefs = torch.distributions.Dirichlet(torch.ones(3)).sample((6,))
     together, alone = _per_sample_vs_merged(layer, x, prefs, lambda p: setattr(layer, "preference", p))
-    assert torch.allclose(together, alone, atol=1e-5)
+    assert_close(together, alone)
     assert layer.lr_multiplier == 3.0
     assert not torch.equal(layer.weight[0], layer.weight[1])  # independently initialized members
     weight, _ = layer.mixed(torch.tensor([0.0, 1.0, 0.0]))
@@ -143,18 +144,18 @@ def test_generated_layers_paths_agree(make):
     x = _inputs(gen.base_layer, n)
     together, alone = _per_sample_vs_merged(gen, x, flat,
                                             lambda f: gen.set_generated(list(f.split(gen.head_sizes(), dim=-1))))
-    assert torch.allclose(together, alone, atol=1e-5)
+    assert_close(together, alone)
     assert count_parameters(gen) == 0  # the base layer's weights are generated, not learned
 
     lora = GeneratedLoRALayer(make(), rank=2, scale=3.0)
     flat = torch.randn(n, lora.lora_numel)
     together, alone = _per_sample_vs_merged(lora, x, flat, lambda f: lora.set_generated([f]))
-    assert torch.allclose(together, alone, atol=1e-5)
+    assert_close(together, alone)
     a, b = lora.split(flat[0])
     lora.set_generated([flat[0]])
     expected = lora.base_layer.weight + 3.0 * (b @ a).view_as(lora.base_layer.weight)
     if isinstance(lora.base_layer, nn.Linear):
-        assert torch.allclose(lora(x[:1]), x[:1] @ expected.T + lora.base_layer.bias, atol=1e-5)
+        assert_close(lora(x[:1]), x[:1] @ expected.T + lora.base_layer.bias)
 
 
 @pytest.mark.parametrize("make", BASES)
@@ -164,7 +165,7 @@ def test_preference_input_layer_paths_agree(make):
     x = _inputs(layer.base_layer, 4)
     prefs = torch.distributions.Dirichlet(torch.ones(2)).sample((4,))
     together, alone = _per_sample_vs_merged(layer, x, prefs, lambda p: setattr(layer, "preference", p))
-    assert torch.allclose(together, alone, atol=1e-5)
+    assert_close(together, alone)
 
 
 @pytest.mark.parametrize("name,settings", [("lorpman", {}), ("phn_lora", {}), ("pamal", {}), ("cosmos", {}), ("phn", {}),
@@ -177,7 +178,7 @@ def test_models_forward_paths_agree(name, settings):
     merged = model(x, rays)
     per_sample = model(x, rays, per_sample=True)
     for a, b in zip(merged, per_sample):
-        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        assert_close(a, b, rtol=1e-4)
     starts_at_base = name in ("lorpman", "phn_lora")  # B = 0 at initialization: every ray gives θ₀
     assert torch.allclose(merged[0][0], merged[0][1]) == starts_at_base
 
@@ -266,8 +267,7 @@ def test_gradient_combining_methods_two_workers_match_one(tmp_path):
     for name, cfg in DDP_CASES.items():
         torch.manual_seed(0)
         initial = build_model(ModelConfig(backbone="mlp", hidden=16), cfg, 2)[1].state_dict()
-        for k in a[name]:
-            assert torch.allclose(a[name][k], b[name][k], atol=1e-5), (name, k)
+        assert_states_close(a[name], b[name], what=name)
         assert any(not torch.allclose(a[name][k], initial[k]) for k in a[name]), name
 
 

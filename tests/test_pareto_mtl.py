@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import tiny_overrides
+from tolerance import assert_close, assert_states_close
 from torch import nn
 
 from pareto_ray.config import ConfigError, DataConfig, ModelConfig, load_config
@@ -99,7 +100,7 @@ def test_discrete_front_model_answers_with_the_nearest_keys_network():
     for n, k in enumerate(nearest):
         expected = model.nets[k](x[n:n + 1])
         for task in range(2):
-            assert torch.allclose(got[task][n], expected[task][0], atol=1e-6)
+            assert_close(got[task][n], expected[task][0])  # logits of ~800: relative to their scale
     rays = method.eval_rays(None)
     assert torch.allclose(rays, method.keys) and model(x, rays)[0].shape == (3, 6, 10)
 
@@ -203,12 +204,11 @@ def test_two_workers_match_one_worker_on_the_same_global_batch(tmp_path):
     gloo.run(_ddp_run, 1, method_cfgs, one)
     gloo.run(_ddp_run, 2, method_cfgs, two)
     for method_cfg, a, b in zip(method_cfgs, torch.load(one), torch.load(two)):
-        assert torch.allclose(a["weights"], b["weights"], atol=1e-5), method_cfg.name  # the same min-norm weights
+        assert_close(a["weights"], b["weights"], what=method_cfg.name)  # the same min-norm weights
         assert a["phase"] == b["phase"]
         if a["phase"] is not None:
             assert a["phase"] == ["constrained"]  # both phases ran: 2 initial-solution steps, then constrained ones
-        for k in a["state"]:
-            assert torch.allclose(a["state"][k], b["state"][k], atol=1e-5), (method_cfg.name, k)
+        assert_states_close(a["state"], b["state"], what=method_cfg.name)
         torch.manual_seed(0)
         initial = build_model(ModelConfig(backbone="mlp"), method_cfg, 2)[1].state_dict()
         assert any(not torch.allclose(a["state"][k], initial[k]) for k in initial), method_cfg.name

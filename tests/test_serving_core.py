@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 from pydantic import ValidationError
+from tolerance import assert_close
 
 from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
@@ -207,7 +208,7 @@ def test_weight_cache_is_lru_and_holds_merged_weights():
     a, b, c = (0.1, 0.9), (0.5, 0.5), (0.9, 0.1)
     w = cache.get(a)
     layer = model.net.get_submodule("encoder.0")
-    torch.testing.assert_close(w["encoder.0.weight"], layer.merged_weight(torch.tensor(a)))
+    assert_close(w["encoder.0.weight"], layer.merged_weight(torch.tensor(a)))
     cache.get(b)
     assert cache.get(a) is w  # hit, a becomes most recent
     cache.get(c)  # evicts b
@@ -223,10 +224,10 @@ def test_predictor_per_model_kind():
     bare = make_predictor(palora, ServeSettings(), backbone_only=True)
     x = torch.randn(2, *INPUT_SHAPE)
     with torch.no_grad():  # the bare backbone is the adapted network at λ-independent base weights
-        torch.testing.assert_close(bare.net(x)[0], base_network(palora)(x)[0])
+        assert_close(bare.net(x)[0], base_network(palora)(x)[0])
         for layer in palora.preference_layers():
             layer.lora_B.zero_()
-        torch.testing.assert_close(bare.net(x)[0], palora.forward_ray(x, torch.tensor([0.3, 0.7]))[0])
+        assert_close(bare.net(x)[0], palora.forward_ray(x, torch.tensor([0.3, 0.7]))[0])
     ls, _ = adapted("mlp", "ls")
     fixed = make_predictor(ls, ServeSettings())
     assert isinstance(fixed, FixedPredictor) and not fixed.preference_conditioned
