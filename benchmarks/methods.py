@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from pareto_ray.config import load_config  # noqa: E402
 from pareto_ray.data import load_dataset  # noqa: E402
-from pareto_ray.evaluation import evaluate_front, front_arrays, front_metrics  # noqa: E402
+from pareto_ray.fronts import evaluate_front, front_arrays, front_metrics  # noqa: E402
 from pareto_ray.loop import build_optimizer, train_epoch  # noqa: E402
 from pareto_ray.methods import build_model  # noqa: E402
 from pareto_ray.metrics import parameter_overhead  # noqa: E402

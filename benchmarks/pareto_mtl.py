@@ -4,7 +4,7 @@ K subproblems trained concurrently on Ray vs one after another.
     python benchmarks/pareto_mtl.py --dataset multimnist --epochs 5 --max-train 10000
     python benchmarks/pareto_mtl.py --dataset multifashion --epochs 5 --max-train 10000 --sequential
 
-Every run goes through ``pareto_ray.trainer.fit`` (what ``pareto-ray train`` runs): Ray Train,
+Every run goes through ``pareto_ray.training.fit`` (what ``pareto-ray train`` runs): Ray Train,
 MLflow (``--workdir``/mlflow.db), checkpoints; LeNet, batch 256, Adam 1e-3 as the other methods'
 benchmark.  Prints one JSON line per run: test HV (accuracy, reference 0), non-dominated count,
 trainable parameters (Pareto MTL: all K networks), wall seconds; with ``--sequential`` Pareto MTL
@@ -25,7 +25,7 @@ def run(overrides: list[str]) -> dict:
     from pareto_ray.checkpoint import load_model, read_state
     from pareto_ray.config import load_config
     from pareto_ray.models import count_parameters
-    from pareto_ray.trainer import fit
+    from pareto_ray.training import fit
 
     cfg = load_config(None, overrides)
     start = time.perf_counter()

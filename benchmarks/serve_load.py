@@ -15,7 +15,7 @@ Two parts:
     python benchmarks/serve_load.py load --clients 16 --requests 40
     python benchmarks/serve_load.py load --model ray_results/<run>/checkpoint_<n>
 
-Run from the repository root (Serve's workers import ``serve.app`` from there).
+
 """
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ def make_checkpoint(path: Path, backbone: str) -> Path:
 
 def rule(args: argparse.Namespace) -> None:
     from pareto_ray.preferences import dirichlet
-    from pareto_ray.serving import BatchItem, Engine, ServeSettings, load_served_model, preference_key
+    from pareto_ray.serving.engine import Engine
+    from pareto_ray.serving.inputs import preference_key
+    from pareto_ray.serving.loading import load_served_model
+    from pareto_ray.serving.predictors import BatchItem
+    from pareto_ray.serving.schemas import ServeSettings
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,8 +126,8 @@ def load(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(REPO))
     from pareto_ray.preferences import dirichlet
-    from pareto_ray.trainer import init_ray
-    from serve.app import build_app
+    from pareto_ray.runtime import init_ray
+    from pareto_ray.serving.app import build_app
 
     tmp = tempfile.TemporaryDirectory()
     source = args.model or str(make_checkpoint(Path(tmp.name) / "ckpt", args.backbone))

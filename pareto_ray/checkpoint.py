@@ -61,7 +61,8 @@ def read_state(path: str | Path) -> dict[str, Any]:
     return json.loads((path / STATE_FILE).read_text())
 
 
-def read_front(path: str | Path) -> pa.Table:
+def read_checkpoint_front(path: str | Path) -> pa.Table:
+    """The validation front saved with a checkpoint."""
     path = Path(path)
     _require(path, FRONT_FILE)
     return pq.read_table(path / FRONT_FILE)

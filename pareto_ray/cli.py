@@ -1,4 +1,8 @@
-"""``pareto-ray`` command line: train and evaluate (more subcommands join here)."""
+"""``pareto-ray`` command line: train, evaluate, tune, serve, toy, expand.
+
+Each subcommand imports what it needs when it runs, so ``pareto-ray --help``
+starts without importing Ray, PyTorch or MLflow.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ def _emit_json(payload: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from pareto_ray.evaluation import read_front
-    from pareto_ray.trainer import fit
+    from pareto_ray.fronts import read_front
+    from pareto_ray.training import fit
 
     cfg = load_config(args.config, args.set)
     result = fit(cfg)
@@ -46,7 +50,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
-    from pareto_ray.evaluation import evaluate_checkpoint, read_front
+    from pareto_ray.fronts import read_front
+    from pareto_ray.training.evaluate import evaluate_checkpoint
 
     out = evaluate_checkpoint(args.checkpoint, args.split, args.output)
     console.print(_front_table(read_front(out["front"]), f"{args.checkpoint}: {args.split} front"))
@@ -57,7 +62,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> int:
-    from pareto_ray.tuning import resume_sweep, run_sweep
+    from pareto_ray.training.sweep import resume_sweep, run_sweep
 
     if args.resume:
         if args.config or args.set or args.num_samples:
@@ -88,16 +93,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    import os
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "serve" / "app.py").is_file():
-        raise FileNotFoundError(f"serve/app.py not found beside the package in {root}: serve from a source checkout")
-    sys.path.insert(0, str(root))
-    # A local Ray started below inherits this, so its workers import serve.app from any working directory.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
-    from serve.app import run
+    from pareto_ray.serving.app import run
 
     console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
     run(args.model, args.host, args.port, args.tracking_uri)
@@ -122,8 +118,8 @@ def cmd_toy(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_expand(args: argparse.Namespace, console: Console) -> int:
-    from pareto_ray.evaluation import read_front
-    from pareto_ray.expand import expand
+    from pareto_ray.fronts import read_front
+    from pareto_ray.training.expand import expand
 
     cfg = load_config(args.config, args.set)
     out = expand(args.from_checkpoint, cfg, args.output, pseudo=args.pseudo)

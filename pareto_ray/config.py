@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pareto_ray.methods import METHODS, PaLoRAConfig
-from pareto_ray.tuning import TuneConfig, check_space
+from pareto_ray.schema import ConfigError, Section, describe_errors
+from pareto_ray.search_space import TuneConfig, check_space
+
+__all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "MlflowConfig", "ModelConfig", "RayConfig",
+           "TrainConfig", "apply_overrides", "load_config", "parse_config"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: Literal["multidigits", "multimnist", "multifashion", "multi_fashion_mnist"] = "multidigits"
     num_tasks: Literal[2, 3] = Field(default=2, description="digits per composite image (tasks)")
     root: str | None = Field(default=None, description="folder holding MNIST/ and FashionMNIST/ (torchvision layout)")
@@ -36,12 +36,12 @@ class DataConfig(_Section):
     cache_dir: str | None = Field(default=None, description="Parquet cache; default $PARETO_RAY_CACHE or ~/.cache/pareto-ray")
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     backbone: Literal["lenet", "mlp"] = "lenet"
     hidden: int = Field(default=100, ge=1, description="hidden width of the MLP backbone")
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1, description="global batch size, split evenly over workers")
     lr: float = Field(default=1e-3, gt=0)
@@ -53,12 +53,12 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(default=1024, ge=1)
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     grid_points: int | None = Field(default=None, ge=1, description="rays on the evaluation grid; default 11/66/100")
     loss_reference: float = Field(default=2.0, gt=0, description="reference point (per task) of the loss hypervolume")
 
 
-class RayConfig(_Section):
+class RayConfig(Section):
     address: str | None = Field(default=None, description="Ray address; default: the job's cluster or a local instance")
     num_workers: int = Field(default=2, ge=1)
     use_gpu: bool = False
@@ -68,7 +68,7 @@ class RayConfig(_Section):
     num_to_keep: int = Field(default=2, ge=1, description="checkpoints kept, best by val_hv")
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     tracking_uri: str | None = Field(
         default=None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir")
     experiment: str = "pareto-ray"
@@ -79,7 +79,7 @@ class MlflowConfig(_Section):
 MethodSection = Annotated[Union[tuple(cfg for _, cfg in METHODS.values())], Field(discriminator="name")]  # noqa: UP007
 
 
-class Config(_Section):
+class Config(Section):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$",
                              description="run name; rerunning with the same name resumes that run")
     seed: int = 0
@@ -90,7 +90,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
-    tune: TuneConfig | None = Field(default=None, description="search space of `pareto-ray tune` (see tuning.py)")
+    tune: TuneConfig | None = Field(default=None, description="search space of `pareto-ray tune` (see search_space.py)")
 
     @model_validator(mode="before")
     @classmethod
@@ -118,10 +118,6 @@ class Config(_Section):
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of the config (MLflow params)."""
         return _flatten(self.model_dump(mode="json"))
-
-
-class ConfigError(ValueError):
-    """A config that does not validate; the message names the fields."""
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -155,12 +151,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-            got = f" (got {err.get('input')!r})" if err["loc"] else ""  # a whole-config check: no need to echo it
-            lines.append(f"  {loc}: {err['msg']}{got}")
-        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+        raise ConfigError("invalid config:\n" + describe_errors(exc)) from None
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:

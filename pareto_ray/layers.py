@@ -102,21 +102,23 @@ class LowRankPreferenceLayer(nn.Module):
         return f"tasks={self.num_tasks}, rank={self.rank}, scale={self.scale:g}"
 
 
-def find_targets(model: nn.Module, target_modules: Iterable[str] | None = None) -> list[str]:
-    """Names of the modules to adapt.
+def find_targets(model: nn.Module, target_modules: Iterable[str] | None = None,
+                 types: tuple[type[nn.Module], ...] = ADAPTABLE) -> list[str]:
+    """Names of the modules of ``types`` to adapt (``nn.Linear``/``nn.Conv2d`` by default).
 
-    ``target_modules=None`` selects every ``nn.Linear``/``nn.Conv2d``; otherwise
-    each entry is a regular expression matched (fully) against module names, or
-    a plain name matched as a suffix, in the spirit of PEFT's ``target_modules``.
+    ``target_modules=None`` selects every module of those types; otherwise
+    each entry is a regular expression matched (fully) against module names,
+    or a plain name matched as a suffix, in the spirit of PEFT's ``target_modules``.
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, ADAPTABLE)]
+    names = [n for n, m in model.named_modules() if isinstance(m, types)]
     if target_modules is None:
         return names
     patterns = list(target_modules)
     chosen = [n for n in names
               if any(re.fullmatch(p, n) or n == p or n.endswith("." + p) for p in patterns)]
     if not chosen:
-        raise ValueError(f"target_modules {patterns} matched none of the adaptable modules {names}")
+        kinds = "/".join(t.__name__ for t in types)
+        raise ValueError(f"target_modules {patterns} matched none of the {kinds} modules {names}")
     return chosen
 
 

@@ -2,7 +2,9 @@
 
 A step: the method's rays for progress τ → one forward of the batch under all
 rays (merged weights per ray, or one per-sample batch) → the ``[M, T]`` task
-losses → the method's scalar loss → one backward → optimizer step.
+losses → the method's backward (one backward of its scalar loss, or its own
+gradient combination) → gradients of the parameters frozen at τ dropped →
+optimizer step.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pareto_ray.data import Split
 from pareto_ray.methods.base import Method
+from pareto_ray.splits import Split
 
 
 def task_losses(outputs: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,9 @@ def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimize
         outputs = model(x, rays, per_sample=per_sample)
         losses = criterion(outputs, y)
         optimizer.zero_grad(set_to_none=True)
-        loss = method.backward(losses, rays, _unwrap(model))
+        loss = method.backward(losses, rays, _unwrap(model), progress)
+    for p in method.frozen_parameters(progress):
+        p.grad = None
     optimizer.step()
     return loss.item(), losses.detach()
 

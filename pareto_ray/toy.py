@@ -40,7 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymoo.indicators.igd import IGD
 from torch import nn
 
+from pareto_ray.config import ConfigError, apply_overrides
+from pareto_ray.data.cache import cache_root
+from pareto_ray.layers import EnsemblePreferenceLayer
 from pareto_ray.loop import build_optimizer, train_step
+from pareto_ray.methods import METHODS, build_method
+from pareto_ray.methods.hypernetwork import HyperModel
 from pareto_ray.metrics import hypervolume, nondominated_count
 from pareto_ray.models import MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import simplex_grid
@@ -112,14 +117,10 @@ def resample_front(points: np.ndarray, n: int = FRONT_POINTS) -> np.ndarray:
     return np.stack([np.interp(target, s, points[:, k]) for k in range(points.shape[1])], axis=1)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("PARETO_RAY_CACHE") or Path.home() / ".cache" / "pareto-ray")
-
-
 @functools.cache
 def toy_front(c: float = 1.0, resolution: int = 1001) -> np.ndarray:
     """The toy's front: grid over [−10, 10]², non-dominated filter, resampled; cached on disk."""
-    path = _cache_dir() / f"toy-front-r{resolution}-v1.npy"
+    path = cache_root() / f"toy-front-r{resolution}-v1.npy"
     if path.is_file():
         front = np.load(path)
     else:
@@ -247,8 +248,6 @@ def thetas(model: PreferenceModel, rays: torch.Tensor) -> torch.Tensor:
 
 def build_toy_model(method, problem: Problem, generator: torch.Generator) -> PreferenceModel:
     """The method's model around θ; ensemble members each start from their own initial point."""
-    from pareto_ray.layers import EnsemblePreferenceLayer
-
     starts = problem.initial(problem.num_tasks, generator)
     model = method.build_model(toy_network(problem, starts[0]))
     with torch.no_grad():
@@ -260,8 +259,6 @@ def build_toy_model(method, problem: Problem, generator: torch.Generator) -> Pre
 
 def toy_lr(model: PreferenceModel, problem: Problem, cfg: ToyConfig) -> float:
     """The configured learning rate, else the problem's (its ``hyper_lr`` for hypernetwork models)."""
-    from pareto_ray.methods.phn import HyperModel
-
     if cfg.lr is not None:
         return cfg.lr
     return problem.hyper_lr if isinstance(model, HyperModel) else problem.lr
@@ -269,8 +266,6 @@ def toy_lr(model: PreferenceModel, problem: Problem, cfg: ToyConfig) -> float:
 
 def train_toy(method_cfg, problem: Problem, cfg: ToyConfig | None = None):
     """Train ``method_cfg`` on ``problem``; returns (model, method)."""
-    from pareto_ray.methods import build_method
-
     cfg = cfg or ToyConfig()
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -302,9 +297,6 @@ def learned_front(model: PreferenceModel, method, problem: Problem, points: int 
 def run_toy(method: str, problem: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train and score one (method, problem) pair; ``overrides`` are ``key=value`` strings for the
     toy trainer (steps, lr, seed, eval_points) or the method config (optionally ``method.key``)."""
-    from pareto_ray.config import ConfigError, apply_overrides
-    from pareto_ray.methods import METHODS
-
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     if problem not in PROBLEMS:

@@ -1,8 +1,12 @@
-"""MLflow tracking: one run per training run, found again by its name.
+"""MLflow tracking: the one module that talks to MLflow.
 
-The driver owns the run (params, artifacts, registration); rank 0 of the
-Ray Train worker group logs per-epoch metrics into it with the client API.
-A rerun with the same run name continues the same MLflow run.
+One MLflow run per training run, found again by its name: a rerun with the
+same run name continues the same MLflow run.  The driver owns the run
+(params, artifacts, registration); per-epoch metrics are logged by
+``EpochLogger``, a Ray Train callback that runs in the Train controller after
+each report — after Ray Train has registered the epoch's checkpoint, so an
+epoch reaches MLflow only once it can no longer be trained again.  Model
+sources in the registry (``models:/…``) are resolved and downloaded here too.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from ray.train import Checkpoint, UserCallback
 
 RUN_NAME_TAG = "pareto_ray.run_name"
 
@@ -111,3 +117,78 @@ def register_model(uri: str, run_id: str, name: str, artifact_path: str = "model
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(uri).set_terminated(run_id, status)
+
+
+def log_epoch_once(uri: str, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    """Log an epoch's metrics unless that epoch is already in the run."""
+    if epoch not in logged_steps(uri, run_id, "val_hv"):
+        log_metrics(uri, run_id, metrics, step=epoch)
+
+
+class EpochLogger(UserCallback):
+    """Logs rank 0's report of each epoch (``epoch`` and ``val_*`` included) to the MLflow run ``run_id``, once.
+
+    Runs in the Ray Train controller after the report's checkpoint has been
+    registered, so every logged epoch is at or before the checkpoint a restart
+    resumes from; a restarted worker group reports its checkpoint's epoch
+    again, which is logged only if the previous driver died before logging it.
+    Put it before any callback that may stop the run on a report (Tune's), so
+    a stopped trial's last epoch is logged.
+    """
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        report = metrics[0] if metrics else {}
+        if "epoch" in report and "val_hv" in report:
+            log_epoch_once(self.uri, self.run_id, int(report["epoch"]), report)
+
+
+def child_runs(uri: str, parent_run_id: str) -> dict[str, str]:
+    """Run name → run id of the runs whose parent is ``parent_run_id``."""
+    client = MlflowClient(uri)
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    found = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    return {r.data.tags.get(RUN_NAME_TAG): r.info.run_id for r in found}
+
+
+def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
+    MlflowClient(uri).set_tag(run_id, key, value)
+
+
+#: Model sources that name a model in MLflow rather than a folder.
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+class ModelSourceError(RuntimeError):
+    """A ``models:/`` or ``runs:/`` source that cannot be resolved or downloaded."""
+
+
+def download_model(source: str, tracking_uri: str | None, dst: str) -> tuple[Path, str]:
+    """Download an MLflow model URI into ``dst`` → (local checkpoint directory, version label).
+
+    ``models:/<name>/<version>``, ``models:/<name>/latest``, ``models:/<name>@<alias>`` (the registry is the
+    tracking store, as ``register_model`` uses it) or ``runs:/<run_id>/model`` (version label ``run``).
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        version, artifact_uri = registry_version(source, uri) if source.startswith("models:/") else ("run", source)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, tracking_uri=uri, dst_path=dst)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; all mean "cannot resolve"
+        raise ModelSourceError(f"cannot fetch model {source} from MLflow at {uri}: {exc}") from exc
+    return Path(path), version
+
+
+def registry_version(source: str, tracking_uri: str) -> tuple[str, str]:
+    """(``<name>/<version>``, artifact URI) of a ``models:/`` URI; ``latest`` and ``@alias`` resolved."""
+    ref = source.removeprefix("models:/").rstrip("/")
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, _, version = ref.rpartition("/")
+        if version == "latest":
+            version = max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    return f"{name}/{version}", client.get_model_version_download_uri(name, str(version))

@@ -24,7 +24,7 @@ def ray_session():
     """A local Ray instance shared by every test that needs one."""
     import ray
 
-    from pareto_ray.trainer import init_ray
+    from pareto_ray.runtime import init_ray
 
     init_ray()
     yield ray

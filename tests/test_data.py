@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pareto_ray.config import DataConfig
-from pareto_ray.data import LAYOUTS, build_dataset, compose, load_dataset, torchvision_source
+from pareto_ray.data import load_dataset
+from pareto_ray.data.multimnist import LAYOUTS, build_dataset, compose, torchvision_source
 
 
 def _digit(value: int) -> torch.Tensor:

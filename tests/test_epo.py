@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from pareto_ray.epo import adjustments, epo_lp, epo_weights, non_uniformity
+from pareto_ray.solvers.epo import adjustments, epo_lp, epo_weights, non_uniformity
 
 
 def _simplex(m: int, steps: int) -> np.ndarray:

@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from pareto_ray.checkpoint import load_model, read_state
 from pareto_ray.config import load_config
-from pareto_ray.trainer import FAIL_AT_ENV, fit
+from pareto_ray.training import fit
+from pareto_ray.training.worker import FAIL_AT_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +60,14 @@ def test_worker_killed_mid_epoch_restarts_from_checkpoint(ray_session, tmp_path,
 
 
 def test_fail_at_must_be_epoch_step_rank(tmp_path, mlflow_uri, monkeypatch):
-    from pareto_ray.trainer import _fault_injection
+    from pareto_ray.training.worker import fault_injection
 
     cfg = load_config(None, tiny_overrides(tmp_path, mlflow_uri, name="bad-spec"))
     monkeypatch.setenv(FAIL_AT_ENV, "1:3")
     with pytest.raises(ValueError, match="epoch:step:rank"):
-        _fault_injection(cfg)
+        fault_injection(cfg)
     monkeypatch.setenv(FAIL_AT_ENV, "0:2:1")
-    assert _fault_injection(cfg) == {"epoch": 0, "step": 2, "rank": 1,
+    assert fault_injection(cfg) == {"epoch": 0, "step": 2, "rank": 1,
                                      "marker": str(tmp_path / "ray_results" / "bad-spec" / ".fail_at_0_2_1")}
 
 

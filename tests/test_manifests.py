@@ -118,5 +118,5 @@ def test_rayignore_keeps_data_runs_and_venvs_out_of_the_upload():
     for path in (".venv/bin/python", "data/MNIST/raw/t10k", "runs/x/log", "ray_results/run/checkpoint_0/model.safetensors",
                  "mlruns/0/meta.yaml", "mlartifacts/1/x", "mlflow.db", ".git/HEAD"):
         assert excluded(REPO / path), path
-    for path in ("pareto_ray/trainer.py", "jobs/train.py", "jobs/configs/quickstart.yaml", "serve/app.py"):
+    for path in ("pareto_ray/training/worker.py", "jobs/train.py", "jobs/configs/quickstart.yaml", "serve/config.yaml"):
         assert not excluded(REPO / path), path

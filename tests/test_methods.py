@@ -17,10 +17,11 @@ from pareto_ray.layers import EnsemblePreferenceLayer, GeneratedLayer, Generated
 from pareto_ray.loop import build_optimizer, train_epoch, train_step
 from pareto_ray.methods import METHODS, build_model
 from pareto_ray.methods.cosmos import COSMOSConfig
-from pareto_ray.methods.lorpman import LORPMANConfig, orthogonal_regularization
-from pareto_ray.methods.pamal import PaMaLConfig, multi_forward_regularization
+from pareto_ray.methods.lorpman import LORPMANConfig
+from pareto_ray.methods.pamal import PaMaLConfig
 from pareto_ray.methods.phn import PHNConfig
 from pareto_ray.methods.phn_lora import PHNLoRAConfig, diversity_loss, hvi_loss, hypervolume_gradient
+from pareto_ray.methods.regularizers import multi_forward_regularization, orthogonal_regularization
 from pareto_ray.models import count_parameters, lenet
 
 LENET_PARAMS = 27_450  # conv 260 + conv 5,020 + fc 16,050 + 2 heads × 3,060
@@ -277,7 +278,7 @@ def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudoprefer
     from pareto_ray import checkpoint as ckpt
     from pareto_ray.cli import main
     from pareto_ray.data import load_dataset
-    from pareto_ray.evaluation import evaluate_front
+    from pareto_ray.fronts import evaluate_front
 
     base_cfg = load_config(None, ["method.name=ls", "name=base", "data.max_train=256", "data.max_eval=64",
                                   "train.batch_size=64", "ray.num_workers=1"])
@@ -316,7 +317,7 @@ def test_expansion_trains_adapters_around_a_single_point_and_probes_pseudoprefer
                                         ("pamal", {"method.balancing": "gradient"}), ("cosmos", {}), ("phn", {})])
 def test_each_method_trains_through_ray_train(tmp_path, ray_session, mlflow_uri, name, extra):
     from pareto_ray.cli import main
-    from pareto_ray.trainer import fit
+    from pareto_ray.training import fit
 
     overrides = tiny_overrides(tmp_path, mlflow_uri, **{"method.name": name, "train.epochs": 1, "ray.num_workers": 1,
                                                         "data.max_train": 128, "data.max_eval": 64,

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pareto_ray.evaluation import front_metrics
+from pareto_ray.fronts import front_metrics
 from pareto_ray.metrics import hypervolume, nondominated_count, nondominated_mask, parameter_overhead, spearman
 
 

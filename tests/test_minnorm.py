@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from pareto_ray.minnorm import min_norm, min_norm_weights
+from pareto_ray.solvers.minnorm import min_norm, min_norm_weights
 
 
 def _brute_force(G: np.ndarray, rng: np.random.Generator, starts: int = 6) -> float:

@@ -5,8 +5,6 @@ loop, no Ray Train) is served from its directory through ``serve run`` on
 serve/config.yaml (the real CLI); a second application, deployed with
 ``serve.run``, serves the same model from an MLflow registry URI with
 bearer-token auth on.
-Ray's workers import ``serve.app`` from the driver's working directory, so
-run the tests from the repository root (as ``make test`` does).
 """
 
 from __future__ import annotations
@@ -25,19 +23,18 @@ import pytest
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pareto_ray import tracking
+from pareto_ray.checkpoint import CheckpointError, save_checkpoint
+from pareto_ray.config import load_config
+from pareto_ray.data import load_dataset
+from pareto_ray.fronts import evaluate_front
+from pareto_ray.loop import build_optimizer, train_epoch
+from pareto_ray.methods import build_model
+from pareto_ray.preferences import simplex_grid
+from pareto_ray.serving.app import build_app
+from pareto_ray.serving.schemas import TOKEN_ENV
 
-from pareto_ray import tracking  # noqa: E402
-from pareto_ray.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
-from pareto_ray.config import load_config  # noqa: E402
-from pareto_ray.data import load_dataset  # noqa: E402
-from pareto_ray.evaluation import evaluate_front  # noqa: E402
-from pareto_ray.loop import build_optimizer, train_epoch  # noqa: E402
-from pareto_ray.methods import build_model  # noqa: E402
-from pareto_ray.preferences import simplex_grid  # noqa: E402
-from pareto_ray.serving import TOKEN_ENV  # noqa: E402
-from serve.app import build_app  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +102,6 @@ def deploy_config(tmp: Path, checkpoint: Path, **settings) -> None:
 def client(ray_session, trained, tmp_path_factory):
     from ray import serve
 
-    assert Path.cwd() == REPO, "run the serve tests from the repository root: Ray's workers import serve.app from there"
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     deploy_config(tmp_path_factory.mktemp("config"), trained[0], **SETTINGS)
     with httpx.Client(base_url=URL, timeout=60) as c:
@@ -312,7 +308,7 @@ def test_bearer_token_auth(registry, client):
 def test_missing_or_corrupted_checkpoint_fails_the_start(client, trained, tmp_path):
     from ray import serve
 
-    from serve.app import ParetoFrontServer
+    from pareto_ray.serving.app import ParetoFrontServer
 
     with pytest.raises(CheckpointError, match="not found"):
         build_app({"model": str(tmp_path / "missing")})
@@ -332,12 +328,12 @@ def test_serve_config_builds_the_app(trained):
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ServeDeploySchema
 
-    from pareto_ray.serving import ServeSettings
+    from pareto_ray.serving.schemas import ServeSettings
 
     raw = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
     config = ServeDeploySchema.model_validate(raw)
     (app_cfg,) = config.applications
-    assert app_cfg.import_path == "serve.app:build_app" and app_cfg.args["model"].startswith("models:/")
+    assert app_cfg.import_path == "pareto_ray.serving.app:build_app" and app_cfg.args["model"].startswith("models:/")
     (deployment,) = app_cfg.deployments
     settings = ServeSettings.model_validate(deployment.user_config)
     assert deployment.max_ongoing_requests >= settings.max_batch_size

@@ -17,29 +17,22 @@ from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
 from pareto_ray.layers import LowRankPreferenceLayer
 from pareto_ray.methods import build_model
-from pareto_ray.serving import (
-    INPUT_SHAPE,
+from pareto_ray.serving.engine import Engine
+from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_inputs, preference_key
+from pareto_ray.serving.loading import load_served_model
+from pareto_ray.serving.predictors import (
     BatchItem,
     ConditionedPredictor,
-    Constraint,
-    Engine,
     FixedPredictor,
     MergedWeightCache,
     PathCosts,
-    PredictRequest,
-    RequestError,
-    SelectRequest,
-    ServeSettings,
     base_network,
-    check_preference,
     group_by_preference,
-    load_served_model,
     make_predictor,
     measure_path_costs,
-    parse_inputs,
-    preference_key,
-    select_preference,
 )
+from pareto_ray.serving.schemas import Constraint, PredictRequest, RequestError, SelectRequest, ServeSettings
+from pareto_ray.serving.selection import select_preference
 
 #: A cost model that makes "auto" pick merged for ≤ 2 groups of 8 samples, per-sample beyond.
 COSTS = PathCosts(merged_call=1.0, merged_sample=0.1, merge_weights=0.0, per_sample_call=1.5, per_sample_sample=0.2)

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from pareto_ray.cli import main
 from pareto_ray.config import ConfigError, load_config
 from pareto_ray.methods import METHODS
-from pareto_ray.tuning import param_space, run_sweep
+from pareto_ray.training.sweep import param_space, run_sweep
 
 # one worker per trial at 0.99 CPU: with each trial driver's 0.01 CPU, two trials fit side by side on 2 CPUs
 TINY = {"ray.num_workers": 1, "ray.cpus_per_worker": 0.99, "train.batch_size": 64}
@@ -82,7 +82,7 @@ def test_space_domains_and_shipped_configs():
 def test_search_algorithms_run_as_many_trials_as_the_cpus_hold(ray_session, tmp_path, mlflow_uri):
     from ray.tune.search import ConcurrencyLimiter
 
-    from pareto_ray.tuning import search_algorithm
+    from pareto_ray.training.sweep import search_algorithm
 
     fits = int(ray_session.cluster_resources()["CPU"])  # a trial: one 0.99-CPU worker and its 0.01-CPU driver
     cfg = load_config(_tune_config(tmp_path, mlflow_uri, {"space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}))

@@ -6,6 +6,8 @@ its config class.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.methods.cosmos import COSMOS, COSMOSConfig
 from pareto_ray.methods.lorpman import LORPMAN, LORPMANConfig
@@ -16,6 +18,7 @@ from pareto_ray.methods.pamal import PaMaL, PaMaLConfig
 from pareto_ray.methods.pareto_mtl import ParetoMTL, ParetoMTLConfig
 from pareto_ray.methods.phn import PHN, PHNConfig
 from pareto_ray.methods.phn_lora import PHNLoRA, PHNLoRAConfig
+from pareto_ray.models import MultiTaskNet, PreferenceModel, build_backbone
 
 METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {
     "ls": (LinearScalarization, LSConfig),
@@ -35,15 +38,12 @@ def build_method(cfg: MethodConfig, num_tasks: int) -> Method:
     return method_cls(cfg, num_tasks)
 
 
-__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "build_model", "LSConfig", "PaLoRAConfig"]
-
-
-def build_model(model_cfg, method_cfg: MethodConfig, num_tasks: int, num_classes: int = 10):
-    """(method, preference model, plain multi-task reference net) for a config."""
-    from pareto_ray.models import BACKBONES
-
+def build_model(model_cfg: Any, method_cfg: MethodConfig, num_tasks: int,
+                num_classes: int = 10) -> tuple[Method, PreferenceModel, MultiTaskNet]:
+    """(method, preference model, plain multi-task reference net) for a config's ``model:`` and ``method:``."""
     method = build_method(method_cfg, num_tasks)
-    kwargs = {"hidden": model_cfg.hidden} if model_cfg.backbone == "mlp" else {}
-    model = method.build_model(BACKBONES[model_cfg.backbone](num_tasks, num_classes, **kwargs))
-    reference = BACKBONES[model_cfg.backbone](num_tasks, num_classes, **kwargs)
-    return method, model, reference
+    model = method.build_model(build_backbone(model_cfg, num_tasks, num_classes))
+    return method, model, build_backbone(model_cfg, num_tasks, num_classes)
+
+
+__all__ = ["METHODS", "Method", "MethodConfig", "build_method", "build_model", "LSConfig", "PaLoRAConfig"]

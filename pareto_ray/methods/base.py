@@ -4,9 +4,21 @@ The training loop is shared (``pareto_ray.loop``).  A method says
 
 * how the network's weights are formed for λ (``build_model``),
 * which rays a step trains on (``train_rays``, given training progress τ),
-* which rays evaluation uses (``eval_rays``), and
-* the step's loss from the ``[M, T]`` matrix of task losses, with any extra
-  terms (``loss``; default Σ_m λ_mᵀ L(θ(λ_m)), the linearly scalarized sum).
+* which rays evaluation uses (``eval_rays``),
+
+and may hook into a step at these declared points, each with its default:
+
+* ``loss_weights`` — the weight of each ray's task losses (default: the ray);
+* ``extra_loss`` — extra terms of the step's loss (regularizers; default none);
+* ``combines_gradients`` / ``backward`` — methods that combine per-task
+  gradients themselves (MGDA, EPO, gradient balancing) fill ``.grad`` in
+  ``backward``; the default is one backward of ``loss``;
+* ``frozen_parameters`` — parameters that get no update at this progress
+  (a freeze epoch); the loop drops their gradients after ``backward``.
+
+The step's loss is ``Σ_m w_mᵀ L(θ(λ_m)) + extra_loss`` with ``w = loss_weights``.
+Training progress τ ∈ [0, 1] is passed to every hook that depends on it;
+a method keeps no hidden step state for the loop.
 """
 
 from __future__ import annotations
@@ -46,71 +58,46 @@ class Method(ABC):
         """Rays the front is evaluated at (the grid, for conditioned models)."""
         return grid
 
-    #: True for methods that combine per-task gradients themselves (gradient
-    #: balancing, EPO, MGDA).  The loop then runs the step under DDP's
-    #: ``no_sync`` and the method must all-reduce what it combines
-    #: (``pareto_ray.distributed.all_reduce_mean``) so every worker applies the same update.
-    combines_gradients: ClassVar[bool] = False
+    @property
+    def combines_gradients(self) -> bool:
+        """True when ``backward`` combines per-task gradients itself (gradient balancing, EPO, MGDA).
+
+        The loop then runs the step under DDP's ``no_sync`` and the method must all-reduce what it
+        combines (``pareto_ray.methods.gradients``) so every worker applies the same update.
+        """
+        return False
+
+    def loss_weights(self, task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """Weights ``[M, T]`` of the task losses in the step's loss (default: the rays)."""
+        return rays
+
+    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor | None:
+        """Extra terms of the step's loss (regularizers), or None."""
+        return None
 
     def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        """Scalar loss from ``task_losses [M, T]`` (ray m's loss on task t)."""
-        return (rays * task_losses).sum()
+        """Scalar loss from ``task_losses [M, T]`` (ray m's loss on task t): Σ w·L + extra terms."""
+        total = (self.loss_weights(task_losses, rays) * task_losses).sum()
+        extra = self.extra_loss(task_losses, rays, model)
+        return total if extra is None else total + extra
 
-    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        """Fill ``.grad`` of the trainable parameters; return the scalar loss.
-
-        Default: one backward of ``loss``.  Gradient-combining methods override
-        this (and set ``combines_gradients``).
-        """
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel,
+                 progress: float) -> torch.Tensor:
+        """Fill ``.grad`` of the trainable parameters; return the scalar loss (default: one backward of ``loss``)."""
         loss = self.loss(task_losses, rays, model)
         loss.backward()
         return loss
 
+    def frozen_parameters(self, progress: float) -> list[torch.nn.Parameter]:
+        """Parameters that get no update at progress τ (their gradients are dropped after ``backward``).
 
-class Freezer:
-    """The freeze epoch as a fraction of training: past it, the main parameters get no update.
-
-    Their gradients are dropped after the backward (and after any all-reduce),
-    so every worker skips them alike; ``requires_grad`` is never toggled under
-    DDP and the optimizer skips parameters without a gradient.
-    """
-
-    def __init__(self, after: float | None):
-        self.after = after
-        self.frozen: list[torch.nn.Parameter] = []
-        self.progress = 0.0
-
-    def active(self) -> bool:
-        return self.after is not None and self.progress >= self.after
-
-    def apply(self) -> None:
-        if self.active():
-            for p in self.frozen:
-                p.grad = None
+        Dropping gradients (rather than toggling ``requires_grad``) keeps DDP's
+        buckets intact, and every worker skips the same parameters; optimizers
+        skip parameters without a gradient.
+        """
+        return []
 
 
-def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def task_gradients(task_losses: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Flattened gradient of every entry of ``task_losses [M, T]``: ``[M, T, P]`` (graph kept)."""
-    rows = []
-    for loss in task_losses.flatten():
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)]))
-    return torch.stack(rows).view(*task_losses.shape, -1)
-
-
-def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Average ``.grad`` over the workers in one flat all-reduce (what DDP does when it syncs)."""
-    from pareto_ray.distributed import all_reduce_mean, world_size
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if world_size() == 1 or not grads:
-        return
-    flat = all_reduce_mean(torch.cat([g.flatten() for g in grads]))
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+def past(fraction: float | None, progress: float) -> bool:
+    """Whether training progress τ has reached ``fraction`` (None: never)."""
+    return fraction is not None and progress >= fraction

@@ -44,6 +44,5 @@ class COSMOS(Method):
     def train_rays(self, progress: float) -> torch.Tensor:
         return self.rays.dirichlet(self.cfg.rays_per_step, self.num_tasks, self.cfg.concentration)
 
-    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        cosine = F.cosine_similarity(task_losses, rays, dim=1)
-        return (rays * task_losses).sum() - self.cfg.cosine_weight * cosine.sum()
+    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor | None:
+        return -self.cfg.cosine_weight * F.cosine_similarity(task_losses, rays, dim=1).sum()

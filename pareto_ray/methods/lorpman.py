@@ -17,12 +17,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
-from pareto_ray.methods.base import Freezer, Method, MethodConfig
-from pareto_ray.methods.pamal import multi_forward_regularization
+from pareto_ray.methods.base import Method, MethodConfig, past
+from pareto_ray.methods.regularizers import multi_forward_regularization, orthogonal_regularization
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import RayGenerator
 
@@ -43,20 +42,6 @@ class LORPMANConfig(MethodConfig):
         default=None, description="module names/regexes to adapt; default every Conv2d/Linear of the encoder")
 
 
-def orthogonal_regularization(layers: list[LowRankPreferenceLayer], subset: torch.Tensor | None = None) -> torch.Tensor:
-    """R_o = mean over layers of ‖ŴᵀŴ − I‖², Ŵ's columns the normalized flattened B_i A_i (tasks in ``subset``)."""
-    total = None
-    for layer in layers:
-        a, b = layer.lora_A, layer.lora_B
-        if subset is not None:
-            a, b = a[subset], b[subset]
-        w = F.normalize(torch.einsum("tor,tri->toi", b, a).flatten(1), dim=1)
-        gram = w @ w.T
-        term = (gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)).pow(2).sum()
-        total = term if total is None else total + term
-    return total / len(layers)
-
-
 class LORPMAN(Method):
     name = "lorpman"
     cfg: LORPMANConfig
@@ -64,22 +49,21 @@ class LORPMAN(Method):
     def __init__(self, cfg: LORPMANConfig, num_tasks: int):
         super().__init__(cfg, num_tasks)
         self.rays = RayGenerator()
-        self.freezer = Freezer(cfg.freeze_after)
+        self.main_parameters: list[torch.nn.Parameter] = []  # θ₀ and the heads: frozen after freeze_after
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
         layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, self.cfg.scale))
         model = AdaptedModel(net, layers)
         low_rank = {id(p) for layer in layers for p in (layer.lora_A, layer.lora_B)}
-        self.freezer.frozen = [p for p in model.parameters() if id(p) not in low_rank]
+        self.main_parameters = [p for p in model.parameters() if id(p) not in low_rank]
         return model
 
     def train_rays(self, progress: float) -> torch.Tensor:
-        self.freezer.progress = progress
         return self.rays.dirichlet(self.cfg.rays_per_step, self.num_tasks, self.cfg.concentration)
 
-    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        total = (rays * task_losses).sum()
+    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor | None:
+        total = task_losses.new_zeros(())
         if self.cfg.multi_forward > 0:
             total = total + self.cfg.multi_forward * multi_forward_regularization(task_losses, rays)
         if self.cfg.orthogonal > 0 and self.num_tasks > 1:
@@ -89,7 +73,5 @@ class LORPMAN(Method):
             total = total + self.cfg.orthogonal * orthogonal_regularization(model.preference_layers(), subset)
         return total
 
-    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        loss = super().backward(task_losses, rays, model)
-        self.freezer.apply()
-        return loss
+    def frozen_parameters(self, progress: float) -> list[torch.nn.Parameter]:
+        return self.main_parameters if past(self.cfg.freeze_after, progress) else []

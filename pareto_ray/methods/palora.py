@@ -1,5 +1,5 @@
 """PaLoRA (Dimitriadis et al.): task LoRA adapters in every adapted layer,
-W(λ) = W + (α/r) Σ_t λ_t A_t B_t, trained on M deterministic rays per step
+W(λ) = W + (α/r) Σ_t λ_t B_t A_t, trained on M deterministic rays per step
 annealed from the simplex centre towards its faces (Algorithm 1, eq. 2–3).
 """
 

@@ -11,7 +11,6 @@ shared parameters to unit norm before the α-weighted sum.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Literal
 
@@ -19,41 +18,12 @@ import torch
 from pydantic import Field
 
 from pareto_ray.distributed import all_reduce_mean
-from pareto_ray.layers import ENSEMBLE_ADAPTABLE, EnsemblePreferenceLayer, inject
-from pareto_ray.methods.base import (
-    Method,
-    MethodConfig,
-    all_reduce_gradients,
-    task_gradients,
-    trainable_parameters,
-)
+from pareto_ray.layers import ENSEMBLE_ADAPTABLE, EnsemblePreferenceLayer, find_targets, inject
+from pareto_ray.methods.base import Method, MethodConfig
+from pareto_ray.methods.gradients import all_reduce_gradients, split_flat, task_gradients, trainable_parameters
+from pareto_ray.methods.regularizers import multi_forward_regularization
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import RayGenerator
-
-
-def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """PaMaL's R = Σ_t log( 1/|E_t| Σ_{(i,j)∈E_t} exp([L_t(α_j) − L_t(α_i)]_+) ).
-
-    E_t is the lexicographic graph of task t: the W rays sorted by α_t, one
-    edge from each ray to the next (α_{i,t} < α_{j,t}), W − 1 edges.  A ray
-    that weighs task t more should have the lower loss on it, so the penalty
-    is the *violation* L_t(α_j) − L_t(α_i) > 0.  (The printed formula has the
-    difference the other way round, which would penalize the correct order.)
-    A correctly ordered window gives exactly 0.
-    """
-    if task_losses.shape != rays.shape:
-        raise ValueError(f"task losses {tuple(task_losses.shape)} and rays {tuple(rays.shape)} differ in shape")
-    if rays.shape[0] < 2:
-        return task_losses.new_zeros(())
-    total = task_losses.new_zeros(())
-    for t in range(rays.shape[1]):
-        order = torch.argsort(rays[:, t])
-        low, high = order[:-1], order[1:]
-        violation = torch.relu(task_losses[high, t] - task_losses[low, t])
-        total = total + torch.log(torch.exp(violation).mean())
-    return total
-
-
 
 
 class PaMaLConfig(MethodConfig):
@@ -77,22 +47,20 @@ class PaMaL(Method):
         super().__init__(cfg, num_tasks)
         self.rays = RayGenerator()
         self.history: deque[torch.Tensor] = deque(maxlen=cfg.loss_window)
-        self.combines_gradients = cfg.balancing == "gradient"
         self._shared: list[torch.nn.Parameter] = []
 
+    @property
+    def combines_gradients(self) -> bool:
+        return self.cfg.balancing == "gradient"
+
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
-        names = [n for n, m in net.named_modules() if isinstance(m, ENSEMBLE_ADAPTABLE)]
-        if self.cfg.target_modules is not None:
-            names = [n for n in names if any(re.fullmatch(p, n) or n.endswith("." + p) or n == p
-                                             for p in self.cfg.target_modules)]
-            if not names:
-                raise ValueError(f"method.target_modules {self.cfg.target_modules} matched no Linear/Conv2d/BatchNorm")
+        names = find_targets(net, self.cfg.target_modules, ENSEMBLE_ADAPTABLE)
         layers = inject(net, names, lambda m: EnsemblePreferenceLayer(m, self.num_tasks))
         if not self.cfg.scale_lr:
             for layer in layers:
                 layer.lr_multiplier = 1.0
         model = AdaptedModel(net, layers)
-        self._shared = [p for p in net.encoder.parameters()]
+        self._shared = list(net.encoder.parameters())
         return model
 
     def train_rays(self, progress: float) -> torch.Tensor:
@@ -107,15 +75,15 @@ class PaMaL(Method):
         scale = torch.stack(list(self.history)).mean(0).abs().clamp_min(1e-12)  # |·|: objectives may be negative
         return rays / scale
 
-    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        total = (self.loss_weights(task_losses, rays) * task_losses).sum()
+    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor | None:
         if self.cfg.regularization > 0:
-            total = total + self.cfg.regularization * multi_forward_regularization(task_losses, rays)
-        return total
+            return self.cfg.regularization * multi_forward_regularization(task_losses, rays)
+        return None
 
-    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel,
+                 progress: float) -> torch.Tensor:
         if self.cfg.balancing != "gradient":
-            return super().backward(task_losses, rays, model)
+            return super().backward(task_losses, rays, model, progress)
         # Gradient balancing: on the shared (encoder) parameters the α-weighted task
         # gradients are replaced by α-weighted *unit-norm* ones, using gradients
         # averaged over all workers so that every worker applies the same update.
@@ -123,16 +91,12 @@ class PaMaL(Method):
         grads = all_reduce_mean(task_gradients(task_losses, shared))  # [M, T, P]
         loss = self.loss(task_losses, rays, model)
         loss.backward()
-        params = trainable_parameters(model)
-        all_reduce_gradients(params)
+        all_reduce_gradients(trainable_parameters(model))
         weights = rays.to(grads.dtype)[..., None]
         unit = grads / grads.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         correction = (weights * (unit - grads)).sum((0, 1))
-        offset = 0
-        for p in shared:
-            n = p.numel()
+        for p, c in zip(shared, split_flat(correction, shared)):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            p.grad.add_(correction[offset:offset + n].view_as(p))
-            offset += n
+            p.grad.add_(c)
         return loss

@@ -39,10 +39,10 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from pareto_ray.methods.base import Method
-from pareto_ray.methods.mgda import MinNormConfig, combined_backward
-from pareto_ray.minnorm import min_norm
+from pareto_ray.methods.gradients import MinNormConfig, combined_backward
 from pareto_ray.models import MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import simplex_grid
+from pareto_ray.solvers.minnorm import min_norm
 
 
 class ParetoMTLConfig(MinNormConfig):
@@ -175,7 +175,6 @@ class DiscreteFrontModel(PreferenceModel):
 
 class ParetoMTL(Method):
     name = "pareto_mtl"
-    combines_gradients = True
     cfg: ParetoMTLConfig
 
     def __init__(self, cfg: ParetoMTLConfig, num_tasks: int):
@@ -194,6 +193,10 @@ class ParetoMTL(Method):
         self.phase = ["init" if cfg.init_steps > 0 else "constrained" for _ in self.members]
         self.init_steps_taken = [0 for _ in self.members]
         self.last_weights: list[torch.Tensor | None] = [None for _ in self.members]
+
+    @property
+    def combines_gradients(self) -> bool:
+        return True
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         nets = [net] + [copy.deepcopy(net) for _ in self.members[1:]]
@@ -225,5 +228,6 @@ class ParetoMTL(Method):
         self.last_weights[row] = weights
         return weights
 
-    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel,
+                 progress: float) -> torch.Tensor:
         return combined_backward(task_losses, list(model.nets), self.cfg.gradients, self.task_weights)

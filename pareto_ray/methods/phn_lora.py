@@ -28,8 +28,9 @@ from pydantic import Field
 
 from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.layers import GeneratedLoRALayer, default_targets, inject
-from pareto_ray.methods.base import Freezer, Method, MethodConfig
-from pareto_ray.methods.phn import HyperModel, solver_backward
+from pareto_ray.methods.base import Method, MethodConfig, past
+from pareto_ray.methods.gradients import epo_backward, trainable_parameters
+from pareto_ray.methods.hypernetwork import HyperModel
 from pareto_ray.metrics import hypervolume
 from pareto_ray.models import MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import RayGenerator, simplex_grid
@@ -142,21 +143,23 @@ class PHNLoRA(Method):
     def __init__(self, cfg: PHNLoRAConfig, num_tasks: int):
         super().__init__(cfg, num_tasks)
         self.rays = RayGenerator()
-        self.freezer = Freezer(cfg.freeze_after)
-        self.combines_gradients = cfg.solver == "epo"
+        self.main_parameters: list[torch.nn.Parameter] = []  # θ₀ and the heads: frozen after freeze_after
+
+    @property
+    def combines_gradients(self) -> bool:
+        return self.cfg.solver == "epo"
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
         layers = inject(net, names, lambda m: GeneratedLoRALayer(m, self.cfg.rank, self.cfg.scale))
         model = HyperModel(net, layers, self.num_tasks, self.cfg.hidden)
-        self.freezer.frozen = list(net.parameters())  # θ₀ and the heads; the hypernetwork keeps training
+        self.main_parameters = list(net.parameters())  # the hypernetwork keeps training
         return model
 
     def train_rays(self, progress: float) -> torch.Tensor:
-        self.freezer.progress = progress
         return simplex_grid(self.num_tasks, self.cfg.rays_per_step)
 
-    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: HyperModel) -> torch.Tensor:
+    def extra_loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: HyperModel) -> torch.Tensor | None:
         total = task_losses.new_zeros(())
         if self.cfg.hvi > 0 and rays.shape[0] > 1:
             total = total + self.cfg.hvi * hvi_loss(task_losses, self.cfg.hvi_reference)
@@ -170,15 +173,13 @@ class PHNLoRA(Method):
             total = total + self.cfg.diversity * diversity_loss(anchors, pos)
         return total
 
-    def loss(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
-        return (rays * task_losses).sum() + self.extra_loss(task_losses, rays, model)
+    def frozen_parameters(self, progress: float) -> list[torch.nn.Parameter]:
+        return self.main_parameters if past(self.cfg.freeze_after, progress) else []
 
-    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel) -> torch.Tensor:
+    def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel,
+                 progress: float) -> torch.Tensor:
         if self.cfg.solver == "ls":
-            loss = super().backward(task_losses, rays, model)
-        else:
-            frozen = {id(p) for p in self.freezer.frozen} if self.freezer.active() else set()
-            params = [p for p in model.parameters() if p.requires_grad and id(p) not in frozen]
-            loss = solver_backward(self, task_losses, rays, model, params)
-        self.freezer.apply()
-        return loss
+            return super().backward(task_losses, rays, model, progress)
+        frozen = {id(p) for p in self.frozen_parameters(progress)}  # EPO solves on the parameters that train
+        params = [p for p in trainable_parameters(model) if id(p) not in frozen]
+        return epo_backward(task_losses, rays, model, params, self.extra_loss(task_losses, rays, model))

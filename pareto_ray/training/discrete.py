@@ -30,8 +30,10 @@ from pareto_ray import checkpoint as ckpt
 from pareto_ray import tracking
 from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
-from pareto_ray.evaluation import evaluate_front, front_metrics
+from pareto_ray.fronts import evaluate_front, front_metrics
 from pareto_ray.methods import build_model
+from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.training.continuous import FitResult, finalize, fit_continuous
 
 FRONT_CHECKPOINT = "front_checkpoint"
 
@@ -76,11 +78,9 @@ def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_s
     return ckpt.save_checkpoint(out, model, cfg, state, front=table)
 
 
-def fit_discrete(cfg: Config):
+def fit_discrete(cfg: Config) -> FitResult:
     """Train the K subproblems as concurrent Ray Train runs under one parent MLflow run; return the front's FitResult."""
-    from pareto_ray.trainer import _storage_path, _with_absolute_paths, finalize, fit, init_ray
-
-    cfg = _with_absolute_paths(cfg.model_copy(update={"name": cfg.run_name()}))
+    cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
     init_ray(cfg.ray.address)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
@@ -92,7 +92,7 @@ def fit_discrete(cfg: Config):
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="subproblem") as pool:
-            results = list(pool.map(lambda k: fit(subproblem_config(cfg, k), parent_run_id=parent_id),
+            results = list(pool.map(lambda k: fit_continuous(subproblem_config(cfg, k), parent_run_id=parent_id),
                                     range(subproblems)))
     except BaseException:
         tracking.end_run(uri, parent_id, "FAILED")
@@ -101,7 +101,7 @@ def fit_discrete(cfg: Config):
     subs = [{"subproblem": k, "key": method.keys[k].tolist(), "preference": method.preferences[k].tolist(),
              "run_name": r.run_name, "run_id": r.run_id, "checkpoint": r.checkpoint, "test_hv": r.test_hv}
             for k, r in enumerate(results)]
-    out = Path(_storage_path(cfg.ray.storage_path)) / cfg.name / FRONT_CHECKPOINT
+    out = Path(cfg.ray.storage_path) / cfg.name / FRONT_CHECKPOINT
     try:
         assemble_front(cfg, [r.checkpoint for r in results], out,
                        {"subproblems": subs, "parallel": parallel, "train_seconds": seconds})

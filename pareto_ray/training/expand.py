@@ -20,8 +20,8 @@ import torch
 from pareto_ray import checkpoint as ckpt
 from pareto_ray.config import Config, ConfigError
 from pareto_ray.data import load_dataset
-from pareto_ray.evaluation import evaluate_front, front_metrics, plot_front, write_front
-from pareto_ray.loop import train_epoch
+from pareto_ray.fronts import evaluate_front, front_metrics, plot_front, write_front
+from pareto_ray.loop import build_optimizer, train_epoch
 from pareto_ray.methods import build_method
 from pareto_ray.preferences import simplex_grid
 
@@ -57,8 +57,7 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
         p.requires_grad_(False)
     method = build_method(cfg.method, data.num_tasks)
     model = method.build_model(net).to(device)
-    adapters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(adapters, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = build_optimizer(model, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)  # the adapters
     started = time.perf_counter()
     history = []
     for epoch in range(cfg.train.epochs):

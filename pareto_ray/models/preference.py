@@ -1,4 +1,4 @@
-"""Networks: a shared encoder with one head per task, and the
+"""The multi-task network (a shared encoder, one head per task) and the
 preference-conditioned model interface every method returns.
 """
 
@@ -25,29 +25,6 @@ class MultiTaskNet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         z = self.encoder(x)
         return [head(z) for head in self.heads]
-
-
-def lenet(num_tasks: int, num_classes: int = 10) -> MultiTaskNet:
-    """PaMaL's MultiMNIST LeNet (shared bottom + one MLP head per task), 1×28×28 input."""
-    encoder = nn.Sequential(
-        nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(320, 50), nn.ReLU(),
-    )
-    heads = [nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, num_classes)) for _ in range(num_tasks)]
-    return MultiTaskNet(encoder, heads)
-
-
-def mlp(num_tasks: int, num_classes: int = 10, in_features: int = 784, hidden: int = 100) -> MultiTaskNet:
-    """A two-layer MLP encoder on flattened inputs, with LeNet-style heads."""
-    encoder = nn.Sequential(
-        nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-    )
-    heads = [nn.Sequential(nn.Linear(hidden, 50), nn.ReLU(), nn.Linear(50, num_classes)) for _ in range(num_tasks)]
-    return MultiTaskNet(encoder, heads)
-
-
-BACKBONES = {"lenet": lenet, "mlp": mlp}
 
 
 class PreferenceModel(nn.Module, ABC):

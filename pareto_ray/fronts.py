@@ -1,4 +1,4 @@
-"""Evaluate a preference-conditioned model along a grid of rays.
+"""Fronts: a preference-conditioned model evaluated along a grid of rays.
 
 The result is an Arrow table, one row per ray: ``ray_1..ray_T`` then
 ``acc_1..acc_T`` and ``loss_1..loss_T`` (1-based task numbers, as in the
@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from pareto_ray.data import Split
 from pareto_ray.metrics import hypervolume, nondominated_count, spearman
 from pareto_ray.models import PreferenceModel
 from pareto_ray.preferences import validate_preference
+from pareto_ray.splits import Split
 
 
 @torch.no_grad()
@@ -126,26 +126,3 @@ def plot_front(table: pa.Table, path: str | Path, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", output: str | Path | None = None,
-                        device: torch.device | str = "cpu") -> dict:
-    """Rebuild a checkpoint's model and data, evaluate its front on ``split``.
-
-    Writes ``<split>_front.parquet`` and ``<split>_front.png`` to ``output``
-    (default: ``fronts/`` beside the checkpoint) and returns the front metrics
-    with the paths.  The same checkpoint always gives the same front.
-    """
-    from pareto_ray.checkpoint import load_model
-    from pareto_ray.data import load_dataset
-    from pareto_ray.preferences import simplex_grid
-
-    model, method, cfg = load_model(checkpoint, device)
-    data = load_dataset(cfg.data)
-    rays = method.eval_rays(simplex_grid(data.num_tasks, cfg.eval.grid_points))
-    table = evaluate_front(model, data.split(split), rays, cfg.train.eval_batch_size, device)
-    out = Path(output) if output else Path(checkpoint).parent / "fronts"
-    front = write_front(table, out / f"{split}_front.parquet")
-    plot = plot_front(table, out / f"{split}_front.png", f"{cfg.name}: {cfg.method.name} on {cfg.data.dataset} ({split})")
-    return {**front_metrics(table, cfg.eval.loss_reference), "split": split, "checkpoint": str(checkpoint),
-            "front": str(front), "plot": str(plot)}

@@ -1,16 +1,15 @@
 """Ray Serve application: one deployed model answers for every trade-off λ.
 
-Run it (from the repository root, so Ray's workers can import ``serve.app``)::
+Run it::
 
     serve run serve/config.yaml
-    serve run serve.app:build_app model=<checkpoint dir | models:/<name>/<version>>
+    serve run pareto_ray.serving.app:build_app model=<checkpoint dir | models:/<name>/<version>>
     pareto-ray serve --model SOURCE [--port P]
 
 The HTTP layer only: validation, batching by λ, caching and front selection
-live in ``pareto_ray.serving`` (no Ray there).  Endpoints are documented in
-the generated OpenAPI at ``/docs``.
+live in ``pareto_ray.serving.engine`` and the modules it uses (no Ray there).
+Endpoints are documented in the generated OpenAPI at ``/docs``.
 """
-
 
 import asyncio
 import hmac
@@ -30,12 +29,13 @@ from ray import serve
 from ray.serve import Application
 
 from pareto_ray import __version__
-from pareto_ray.serving import (
-    MLFLOW_SCHEMES,
+from pareto_ray.checkpoint import CheckpointError
+from pareto_ray.runtime import init_ray
+from pareto_ray.serving.engine import Engine
+from pareto_ray.serving.loading import load_served_model
+from pareto_ray.serving.predictors import BatchItem, ItemResult
+from pareto_ray.serving.schemas import (
     TOKEN_ENV,
-    BatchItem,
-    Engine,
-    ItemResult,
     ModelInfo,
     PredictRequest,
     PredictResponse,
@@ -43,9 +43,9 @@ from pareto_ray.serving import (
     SelectRequest,
     SelectResponse,
     ServeSettings,
-    load_served_model,
     validation_error_body,
 )
+from pareto_ray.tracking import MLFLOW_SCHEMES, resolve_tracking_uri
 
 #: Paths open without the bearer token (health checks and the API's own documentation).
 PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
@@ -170,7 +170,7 @@ class ParetoFrontServer:
 
 
 class AppArgs(BaseModel):
-    """Arguments of the application builder (``serve run serve.app:build_app model=...`` or config ``args``)."""
+    """Arguments of the application builder (``serve run pareto_ray.serving.app:build_app model=...`` or config ``args``)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="checkpoint directory, or an MLflow URI models:/<name>/<version>")
@@ -189,14 +189,10 @@ def build_app(args: dict[str, Any]) -> Application:
     a = AppArgs.model_validate(args)
     model, tracking_uri = a.model, a.tracking_uri
     if model.startswith(MLFLOW_SCHEMES):
-        from pareto_ray.tracking import resolve_tracking_uri
-
         tracking_uri = resolve_tracking_uri(tracking_uri)  # absolute, so replicas find the same store
     else:
         path = Path(model).expanduser()
         if not path.is_dir():
-            from pareto_ray.checkpoint import CheckpointError
-
             raise CheckpointError(f"checkpoint directory not found: {path}")
         model = str(path.resolve())
     settings = ServeSettings.model_validate(a.settings)
@@ -211,8 +207,6 @@ def build_app(args: dict[str, Any]) -> Application:
 def run(model: str, host: str = "127.0.0.1", port: int = 8000, tracking_uri: str | None = None,
         settings: dict[str, Any] | None = None, blocking: bool = True) -> None:
     """Start Serve on ``host:port`` and deploy the app (what ``pareto-ray serve`` runs)."""
-    from pareto_ray.trainer import init_ray
-
     init_ray()
     serve.start(http_options={"host": host, "port": port})
     application = build_app({"model": model, "tracking_uri": tracking_uri, "settings": settings or {}})

@@ -1,0 +1,77 @@
+"""Loading what a deployment serves: a checkpoint folder, or a model in MLflow's registry."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from pydantic import ValidationError
+
+from pareto_ray.checkpoint import CheckpointError, load_model, read_checkpoint_front, read_state
+from pareto_ray.config import Config
+from pareto_ray.models import PreferenceModel
+from pareto_ray.serving.inputs import INPUT_SHAPE
+from pareto_ray.tracking import MLFLOW_SCHEMES, ModelSourceError, download_model
+
+
+@dataclass
+class ServedModel:
+    model: PreferenceModel
+    cfg: Config
+    method: str
+    preference_conditioned: bool
+    front: pa.Table | None
+    source: str
+    version: str
+    weights_sha256: str
+    epoch: int | None
+    num_classes: int
+
+
+def load_served_model(source: str, tracking_uri: str | None = None) -> ServedModel:
+    """Load what a deployment serves; any problem is a ``CheckpointError`` naming the cause.
+
+    ``source`` is a checkpoint directory, or an MLflow URI (``models:/<name>/<version>``,
+    ``models:/<name>/latest``, ``models:/<name>@<alias>``, ``runs:/<run_id>/model``),
+    downloaded to a temporary folder that is removed once the model is in memory.
+    """
+    if source.startswith(MLFLOW_SCHEMES):
+        with tempfile.TemporaryDirectory(prefix="pareto-ray-serve-") as tmp:
+            try:
+                path, version = download_model(source, tracking_uri, tmp)
+            except ModelSourceError as exc:
+                raise CheckpointError(str(exc)) from exc
+            return _load(path, source, version)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path} (expected a `pareto-ray train` checkpoint "
+                              f"or models:/<name>/<version>)")
+    return _load(path.resolve(), source, "checkpoint")
+
+
+def _load(path: Path, source: str, version: str) -> ServedModel:
+    try:
+        model, method, cfg = load_model(path)
+    except (ValidationError, ValueError) as exc:
+        raise CheckpointError(f"{path}/config.json does not describe a pareto-ray run: {exc}") from exc
+    sha = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    front = None
+    if (path / "front.parquet").is_file():
+        try:
+            front = read_checkpoint_front(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise CheckpointError(f"{path}/front.parquet is not readable Parquet: {exc}") from exc
+    try:
+        epoch = int(read_state(path)["epoch"])
+    except (CheckpointError, ValueError, KeyError, TypeError):
+        epoch = None
+    with torch.inference_mode():
+        t = model.num_tasks
+        num_classes = model.forward_ray(torch.zeros(1, *INPUT_SHAPE), torch.full((t,), 1.0 / t))[0].shape[-1]
+    return ServedModel(model=model, cfg=cfg, method=cfg.method.name, preference_conditioned=method.preference_conditioned,
+                       front=front, source=source, version=version, weights_sha256=sha, epoch=epoch,
+                       num_classes=int(num_classes))
