@@ -1,4 +1,5 @@
-"""Cluster manifests: KubeRay (RayCluster, RayJob, RayService), the AWS cluster launcher, the image, .rayignore.
+"""Cluster manifests: KubeRay (RayCluster, RayJob, RayService), the AWS cluster launcher, the image and its build
+context, .rayignore.
 
 Nothing here needs a cluster: the files are parsed and checked against the installed Ray, Ray's own
 cluster-config schema, the CLI's option parser and config validation, and serve/config.yaml.
@@ -7,6 +8,7 @@ cluster-config schema, the CLI's option parser and config validation, and serve/
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 from pathlib import Path
@@ -90,11 +92,73 @@ def test_rayservice_serves_serve_config_applications():
         assert (REPO / (module.replace(".", "/") + ".py")).is_file()
 
 
-def test_image_builds_on_the_pinned_ray():
+# --- the image ---------------------------------------------------------------------------------------------------------
+
+def _instructions(dockerfile: str) -> list[str]:
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(ln for ln in dockerfile.splitlines() if not ln.lstrip().startswith("#")))
+    return [ln.strip() for ln in joined.splitlines() if ln.strip()]
+
+
+def test_image_builds_on_the_pinned_ray_with_a_workdir_ray_can_write():
     dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
     assert f"ARG RAY_VERSION={ray.__version__}\n" in dockerfile
     assert "FROM rayproject/ray:${RAY_VERSION}" in dockerfile
-    assert f"WORKDIR {IMAGE_ROOT}\n" in dockerfile
+    steps = _instructions(dockerfile)
+    mkdir = steps.index(f"RUN install -d -o ray -g users {IMAGE_ROOT}")
+    workdir = steps.index(f"WORKDIR {IMAGE_ROOT}")
+    (install,) = [i for i, s in enumerate(steps) if s.startswith("RUN pip install") and " -e ." in s]
+    assert mkdir < workdir < install  # the directory exists, owned by ray, before WORKDIR would create it as root
+    users = [s for s in steps[:install] if s.startswith("USER ")]
+    assert users[-1] == "USER ray" and steps[mkdir - 1] == "USER root"
+    assert [s for s in steps if s.startswith("USER ")][-1] == "USER ray"  # the image runs as Ray's user
+
+
+def _dockerignore(text: str):
+    """Docker's .dockerignore matching (moby/patternmatcher): '*' and '?' stop at '/', '**' spans directories, a path is
+    excluded when it or one of its parent directories matches, and the last matching pattern ('!' re-includes) wins."""
+    patterns = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        pattern = posixpath.normpath(line.lstrip("!").strip()).lstrip("/")
+        assert "[" not in pattern, "character classes are not modelled here"
+        regex = ""
+        for token in re.findall(r"\*\*/?|\*|\?|\\.|.", pattern):
+            regex += {"**": ".*", "**/": "(.*/)?", "*": "[^/]*", "?": "[^/]"}.get(token) or re.escape(token.lstrip("\\"))
+        patterns.append((exclude, re.compile(regex)))
+
+    def excluded(path: str) -> bool:
+        parts = path.split("/")
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        matched = False
+        for exclude, regex in patterns:
+            if exclude != matched and any(regex.fullmatch(c) for c in candidates):
+                matched = exclude
+        return matched
+
+    return excluded
+
+
+def test_dockerignore_sends_only_what_the_image_copies():
+    excluded = _dockerignore((REPO / ".dockerignore").read_text())  # the build context is the repository root
+    copied = [src for step in _instructions((REPO / "cluster" / "Dockerfile").read_text()) if step.startswith("COPY ")
+              for src in step.split()[1:-1] if not src.startswith("--")]
+    assert copied == ["pyproject.toml", "README.md", "pareto_ray", "jobs", "serve"]
+    for path in [*copied, "pareto_ray/trainer.py", "pareto_ray/methods/__init__.py", "jobs/configs/quickstart.yaml",
+                 "serve/app.py"]:
+        assert not excluded(path), path
+    for path in (".venv/bin/python", "ray_results/run/checkpoint_0/model.safetensors", "mlflow.db", "mlruns/0/meta.yaml",
+                 "mlartifacts/1/x", "data/MNIST/raw/t10k", "runs/x/log", ".git/HEAD", "tests/test_cli.py",
+                 "pareto_ray/__pycache__/trainer.cpython-311.pyc", "pareto_ray.egg-info/PKG-INFO"):
+        assert excluded(path), path
+
+
+def test_dockerignore_matcher_follows_docker_rules():
+    excluded = _dockerignore("*\n!keep\n**/__pycache__\nkeep/drop*.txt\n")
+    assert excluded("x") and excluded("x/y/z") and not excluded("keep") and not excluded("keep/a/b.py")
+    assert excluded("keep/a/__pycache__/b.pyc") and excluded("keep/drop1.txt") and not excluded("keep/a/drop1.txt")
 
 
 def test_aws_cluster_launcher_config():
