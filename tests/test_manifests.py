@@ -7,6 +7,7 @@ cluster-config schema, the CLI's option parser and config validation, and serve/
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 import re
@@ -161,18 +162,54 @@ def test_dockerignore_matcher_follows_docker_rules():
     assert excluded("keep/a/__pycache__/b.pyc") and excluded("keep/drop1.txt") and not excluded("keep/a/drop1.txt")
 
 
+# --- the AWS cluster launcher ------------------------------------------------------------------------------------------
+
+def _aws_config() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "cluster" / "aws.yaml").read_text())
+
+
 def test_aws_cluster_launcher_config():
-    config = yaml.safe_load((REPO / "cluster" / "aws.yaml").read_text())
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = _aws_config()
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     jsonschema.validate(config, schema)  # what `ray up` validates
+    validate_config(prepare_config(copy.deepcopy(config)))  # and with the AWS defaults filled in (docker config too)
     types = config["available_node_types"]
     assert config["head_node_type"] in types
     (gpu,) = [t for t in types.values() if t["node_config"]["InstanceType"].startswith(("g", "p"))]
     assert 0 <= gpu["min_workers"] < gpu["max_workers"] <= config["max_workers"]
-    setup = " ".join(config["setup_commands"])
-    assert f"ray[default,train,tune,serve]=={ray.__version__}" in setup and "-e ~/pareto-ray" in setup
     for command in (config["head_start_ray_commands"][-1], config["worker_start_ray_commands"][-1]):
         assert "RAY_AUTH_MODE=token ray start" in command
+
+
+def test_aws_nodes_run_the_pinned_ray_image_on_a_pinned_ami():
+    config = _aws_config()
+    docker, types = config["docker"], config["available_node_types"]
+    for image in (docker["head_image"], docker["worker_image"]):
+        m = re.fullmatch(rf"rayproject/ray:{re.escape(ray.__version__)}-py3(\d+)(-gpu)?", image)
+        assert m and int(m.group(1)) >= 10, image  # Ray 2.60 needs Python >= 3.10
+    assert docker["worker_image"].endswith("-gpu") and not docker["head_image"].endswith("-gpu")
+    amis = {t["node_config"]["ImageId"] for t in types.values()}
+    assert len(amis) == 1 and not {a.lower() for a in amis} & {"", "latest_dlami"}  # Ubuntu 18.04, CUDA 11.2 in Ray 2.60
+    (gpu,) = [t for t in types.values() if t["node_config"]["InstanceType"].startswith(("g", "p"))]
+    assert "--gpus all" in gpu["docker"]["worker_run_options"]
+    head_pip = " ".join(config["head_setup_commands"])
+    worker_pip = " ".join(config["worker_setup_commands"])
+    for pip, index in ((head_pip, "whl/cpu"), (worker_pip, "whl/cu128")):
+        assert pip.startswith("pip install") and index in pip  # the image's Python, not the host's python3
+        assert f"ray[default,train,tune,serve]=={ray.__version__}" in pip and "-e ~/pareto-ray" in pip
+    assert config["file_mounts"]["~/pareto-ray"] == "."
+
+
+def test_aws_nodes_mount_efs_before_the_container_starts():
+    config = _aws_config()
+    (init,) = config["initialization_commands"]  # on the host, before Docker starts the container
+    efs = re.search(r"EFS_ID=(\S+) EFS_REGION=(\S+);", init)
+    assert efs and efs.group(2) == config["provider"]["region"]
+    assert re.search(r"mount -t nfs4 -o nfsvers=4\.1\S* \"\$EFS_ID\.efs\.\$EFS_REGION\.amazonaws\.com:/\" /mnt/efs", init)
+    assert "mountpoint -q /mnt/efs ||" in init  # idempotent: `ray up` runs it again on a live head
+    assert "-v /mnt/efs:/mnt/efs" in config["docker"]["run_options"]
 
 
 def test_rayignore_keeps_data_runs_and_venvs_out_of_the_upload():
