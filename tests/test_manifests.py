@@ -1,5 +1,5 @@
-"""Cluster manifests: KubeRay (RayCluster, RayJob, RayService), the AWS cluster launcher, the image and its build
-context, .rayignore.
+"""Cluster manifests: KubeRay (RayCluster, RayJob, RayService, the shared volume claim), the AWS cluster launcher, the
+image and its build context, .rayignore.
 
 Nothing here needs a cluster: the files are parsed and checked against the installed Ray, Ray's own
 cluster-config schema, the CLI's option parser and config validation, and serve/config.yaml.
@@ -27,6 +27,11 @@ from pareto_ray.config import load_config
 KUBERAY = REPO / "cluster" / "kuberay"
 IMAGE_ROOT = "/home/ray/pareto-ray"  # where cluster/Dockerfile puts the project
 HEAD_PORTS = {6379, 8265, 10001, 8000}
+SHARED_CLAIM = "pareto-ray-shared"
+
+
+def _documents() -> list[tuple[str, dict[str, Any]]]:
+    return [(path.name, doc) for path in sorted(KUBERAY.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -39,9 +44,20 @@ def _cluster_spec(manifest: dict[str, Any]) -> dict[str, Any]:
             "RayService": lambda: spec["rayClusterConfig"]}[manifest["kind"]]()
 
 
+def _groups(cluster: dict[str, Any]) -> list[dict[str, Any]]:
+    return [cluster["headGroupSpec"], *cluster.get("workerGroupSpecs", [])]
+
+
 def _containers(cluster: dict[str, Any]) -> list[dict[str, Any]]:
-    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
-    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+    return [c for g in _groups(cluster) for c in g["template"]["spec"]["containers"]]
+
+
+def _quantity(q: str | int | float) -> float:
+    """A Kubernetes quantity as a number (CPUs, bytes, devices)."""
+    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
+    assert m, f"not a quantity: {q!r}"
+    scale = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    return float(m.group(1)) * scale[m.group(2)]
 
 
 @pytest.mark.parametrize(("name", "kind"), [("raycluster.yaml", "RayCluster"), ("rayjob.yaml", "RayJob"),
@@ -58,6 +74,42 @@ def test_kuberay_manifest_matches_installed_ray(name, kind):
     assert {p["containerPort"] for p in head["ports"]} == HEAD_PORTS
     for group in cluster["workerGroupSpecs"]:
         assert group["groupName"] and group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_the_shared_claim_is_shipped_and_read_write_many():
+    (claim,) = [doc for _, doc in _documents() if doc["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == SHARED_CLAIM
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", claim["spec"]["storageClassName"])  # the parameter
+    assert _quantity(claim["spec"]["resources"]["requests"]["storage"]) > 0
+    claimed = {}
+    for name, doc in _documents():
+        if doc["kind"] != "PersistentVolumeClaim":
+            for group in _groups(_cluster_spec(doc)):
+                for volume in group["template"]["spec"].get("volumes", []):
+                    if "persistentVolumeClaim" in volume:
+                        claimed.setdefault(volume["persistentVolumeClaim"]["claimName"], set()).add(name)
+    assert claimed == {SHARED_CLAIM: {"raycluster.yaml", "rayjob.yaml"}}  # every claim mounted is one shipped here
+
+
+def _shared_mounts(cluster: dict[str, Any]) -> list[set[str]]:
+    """Per container: where it mounts the shared claim."""
+    out = []
+    for group in _groups(cluster):
+        spec = group["template"]["spec"]
+        shared = {v["name"] for v in spec.get("volumes", [])
+                  if v.get("persistentVolumeClaim", {}).get("claimName") == SHARED_CLAIM}
+        out += [{m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in shared} for c in spec["containers"]]
+    return out
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
+def test_every_pod_mounts_the_shared_claim_at_mnt_shared(name):
+    cluster = _cluster_spec(_load(name))
+    assert _shared_mounts(cluster) == [{"/mnt/shared"}] * len(_containers(cluster))
+    for container in _containers(cluster):
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["PARETO_RAY_CACHE"].startswith("/mnt/shared/")
 
 
 def test_raycluster_autoscales_a_gpu_worker_group():
