@@ -28,6 +28,7 @@ KUBERAY = REPO / "cluster" / "kuberay"
 IMAGE_ROOT = "/home/ray/pareto-ray"  # where cluster/Dockerfile puts the project
 HEAD_PORTS = {6379, 8265, 10001, 8000}
 SHARED_CLAIM = "pareto-ray-shared"
+GIB = 2**30
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
@@ -110,6 +111,25 @@ def test_every_pod_mounts_the_shared_claim_at_mnt_shared(name):
     for container in _containers(cluster):
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["PARETO_RAY_CACHE"].startswith("/mnt/shared/")
+
+
+# Allocatable of the nodes the pods are sized for, the low end of what raycluster.yaml's header works out (EKS-optimized
+# AMI defaults): 4 vCPU / 16 GiB, so 3920m CPU and 13.8 GiB after kube-reserved and the eviction threshold. Each pod must
+# also leave room for the node's DaemonSets.
+NODES = {"g5.xlarge": {"cpu": 3.92, "memory": 13.8 * GIB, "nvidia.com/gpu": 1},  # GPU workers (also g4dn.xlarge)
+         "m5.xlarge": {"cpu": 3.92, "memory": 13.8 * GIB}}                        # heads, CPU workers
+DAEMONSET_ROOM = {"cpu": 0.5, "memory": 1 * GIB}
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml", "rayservice.yaml"])
+def test_pods_fit_the_allocatable_resources_of_the_nodes_named(name):
+    for container in _containers(_cluster_spec(_load(name))):
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], container["name"]  # Guaranteed; Ray reads the limits
+        node = NODES["g5.xlarge" if "nvidia.com/gpu" in resources["limits"] else "m5.xlarge"]
+        for resource, amount in resources["requests"].items():
+            room = DAEMONSET_ROOM.get(resource, 0)
+            assert _quantity(amount) <= node[resource] - room, (container["name"], resource, amount)
 
 
 def test_raycluster_autoscales_a_gpu_worker_group():
