@@ -141,17 +141,35 @@ def test_raycluster_autoscales_a_gpu_worker_group():
     assert gpu["maxReplicas"] > gpu["minReplicas"]
 
 
-def test_rayjob_runs_a_valid_training_command_and_tears_down():
-    spec = _load("rayjob.yaml")["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
+def _training_config(spec: dict[str, Any]):
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["python", f"{IMAGE_ROOT}/jobs/train.py"]
     assert (REPO / "jobs" / "train.py").is_file()
     args = build_parser().parse_args(["train", *argv[2:]])  # jobs/train.py takes `pareto-ray train`'s options
-    cfg = load_config(REPO / Path(args.config).relative_to(IMAGE_ROOT), args.set)
-    assert cfg.ray.use_gpu and cfg.ray.storage_path.startswith("/mnt/shared")
+    return load_config(REPO / Path(args.config).relative_to(IMAGE_ROOT), args.set)
+
+
+def test_rayjob_runs_a_valid_training_command_and_tears_down():
+    spec = _load("rayjob.yaml")["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    cfg = _training_config(spec)
+    assert cfg.ray.use_gpu
     gpu_workers = sum(g["replicas"] for g in spec["rayClusterSpec"]["workerGroupSpecs"])
     assert gpu_workers >= cfg.ray.num_workers
+
+
+def test_rayjob_retries_resume_the_named_run_from_the_shared_volume():
+    """A retry (backoffLimit) or a delete + apply submits the same entrypoint to a new cluster: it resumes only if the
+    run has a fixed name and its checkpoints are on the claim, which outlives the RayJob."""
+    spec = _load("rayjob.yaml")["spec"]
+    assert spec["backoffLimit"] >= 1
+    assert spec.get("submissionMode", "K8sJobMode") != "InteractiveMode"  # KubeRay rejects backoffLimit there
+    assert "activeDeadlineSeconds" not in spec  # a deadline failure is never retried
+    cfg = _training_config(spec)
+    assert cfg.name, "without a fixed name every submission is a new run"
+    assert cfg.ray.max_failures >= 1  # worker and node losses resume inside the attempt
+    mounts = _shared_mounts(spec["rayClusterSpec"])
+    assert all(any(cfg.ray.storage_path.startswith(m + "/") for m in mount) for mount in mounts), cfg.ray.storage_path
 
 
 def test_rayservice_serves_serve_config_applications():
