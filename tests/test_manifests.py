@@ -1,8 +1,10 @@
 """Cluster manifests: KubeRay (RayCluster, RayJob, RayService, the shared volume claim), the AWS cluster launcher, the
 image and its build context, .rayignore.
 
-Nothing here needs a cluster: the files are parsed and checked against the installed Ray, Ray's own
-cluster-config schema, the CLI's option parser and config validation, and serve/config.yaml.
+Nothing here needs a cluster or the network: every key of every Kubernetes manifest is checked against the fields its
+type has (KubeRay's v1 types as written down below, the Pod template and the claim through the `kubernetes` client's
+models), and the files against the installed Ray, Ray's own cluster-config schema and validation, the CLI's option
+parser and config validation, and serve/config.yaml.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes.client
 import pytest
 import ray
 import yaml
@@ -29,6 +32,130 @@ IMAGE_ROOT = "/home/ray/pareto-ray"  # where cluster/Dockerfile puts the project
 HEAD_PORTS = {6379, 8265, 10001, 8000}
 SHARED_CLAIM = "pareto-ray-shared"
 GIB = 2**30
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The fields of KubeRay's ray.io/v1 types, read off the json tags of ray-operator/apis/ray/v1/*_types.go at KubeRay
+# v1.5.1, the oldest KubeRay the manifests are for. v1.7.0 and master add fields (RayClusterSpec.networkPolicy,
+# WorkerGroupSpec.priority, RayJobSpec.preRunningDeadlineSeconds, ...) and rename or remove none of these, so what
+# passes here is valid there too; a field they added would be reported, since v1.5.1 drops it.
+# A field's value says what it holds: the name of another entry here, the name of a model of the `kubernetes` client
+# (corev1 types: "V1PodTemplateSpec"), MAP (map[string]string), [T] (a list of T), a scalar type, or a tuple of the
+# allowed strings (an enum).
+MAP = "map[string]string"
+KUBERAY_V1: dict[str, dict[str, Any]] = {
+    "RayCluster": {"apiVersion": str, "kind": str, "metadata": "V1ObjectMeta", "spec": "RayClusterSpec"},
+    "RayJob": {"apiVersion": str, "kind": str, "metadata": "V1ObjectMeta", "spec": "RayJobSpec"},
+    "RayService": {"apiVersion": str, "kind": str, "metadata": "V1ObjectMeta", "spec": "RayServiceSpec"},
+    "RayClusterSpec": {
+        "authOptions": "AuthOptions", "suspend": bool, "managedBy": str, "autoscalerOptions": "AutoscalerOptions",
+        "headServiceAnnotations": MAP, "enableInTreeAutoscaling": bool, "gcsFaultToleranceOptions": "GcsFaultToleranceOptions",
+        "headGroupSpec": "HeadGroupSpec", "rayVersion": str, "workerGroupSpecs": ["WorkerGroupSpec"]},
+    "AuthOptions": {"mode": ("disabled", "token")},
+    "GcsFaultToleranceOptions": {"redisUsername": "RedisCredential", "redisPassword": "RedisCredential",
+                                 "externalStorageNamespace": str, "redisAddress": str},
+    "RedisCredential": {"valueFrom": "V1EnvVarSource", "value": str},
+    "HeadGroupSpec": {"template": "V1PodTemplateSpec", "headService": "V1Service", "enableIngress": bool, "resources": MAP,
+                      "labels": MAP, "rayStartParams": MAP, "serviceType": str},
+    "WorkerGroupSpec": {"suspend": bool, "groupName": str, "replicas": int, "minReplicas": int, "maxReplicas": int,
+                        "idleTimeoutSeconds": int, "resources": MAP, "labels": MAP, "rayStartParams": MAP,
+                        "template": "V1PodTemplateSpec", "scaleStrategy": "ScaleStrategy", "numOfHosts": int},
+    "ScaleStrategy": {"workersToDelete": [str]},
+    "AutoscalerOptions": {"resources": "V1ResourceRequirements", "image": str, "imagePullPolicy": str,
+                          "securityContext": "V1SecurityContext", "idleTimeoutSeconds": int, "upscalingMode": str,
+                          "version": ("v1", "v2"), "env": ["V1EnvVar"], "envFrom": ["V1EnvFromSource"],
+                          "volumeMounts": ["V1VolumeMount"]},
+    "RayJobSpec": {
+        "activeDeadlineSeconds": int, "backoffLimit": int, "rayClusterSpec": "RayClusterSpec",
+        "submitterPodTemplate": "V1PodTemplateSpec", "metadata": MAP, "clusterSelector": MAP,
+        "submitterConfig": "SubmitterConfig", "managedBy": str, "deletionStrategy": "DeletionStrategy", "entrypoint": str,
+        "runtimeEnvYAML": str, "jobId": str, "submissionMode": ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"),
+        "entrypointResources": str, "entrypointNumCpus": float, "entrypointNumGpus": float, "ttlSecondsAfterFinished": int,
+        "shutdownAfterJobFinishes": bool, "suspend": bool},
+    "SubmitterConfig": {"backoffLimit": int},
+    "DeletionStrategy": {"onSuccess": "DeletionPolicy", "onFailure": "DeletionPolicy", "deletionRules": ["DeletionRule"]},
+    "DeletionPolicy": {"policy": str},
+    "DeletionRule": {"policy": str, "condition": "DeletionCondition"},
+    "DeletionCondition": {"jobStatus": str, "ttlSeconds": int},
+    "RayServiceSpec": {
+        "rayClusterDeletionDelaySeconds": int, "serviceUnhealthySecondThreshold": int,
+        "deploymentUnhealthySecondThreshold": int, "serveService": "V1Service", "upgradeStrategy": "RayServiceUpgradeStrategy",
+        "serveConfigV2": str, "rayClusterConfig": "RayClusterSpec", "excludeHeadPodFromServeSvc": bool},
+    "RayServiceUpgradeStrategy": {"type": str, "clusterUpgradeOptions": "ClusterUpgradeOptions"},
+    "ClusterUpgradeOptions": {"maxSurgePercent": int, "stepSizePercent": int, "intervalSeconds": int,
+                              "gatewayClassName": str},
+}
+# Fields the v1.5.1 CRDs mark required (the Pod template's own required fields are the API server's to check).
+KUBERAY_REQUIRED = {"RayClusterSpec": {"headGroupSpec"}, "HeadGroupSpec": {"template"},
+                    "WorkerGroupSpec": {"groupName", "minReplicas", "maxReplicas", "template"},
+                    "RayServiceSpec": {"rayClusterConfig"}, "GcsFaultToleranceOptions": {"redisAddress"},
+                    "DeletionRule": {"condition", "policy"},
+                    "ClusterUpgradeOptions": {"gatewayClassName", "intervalSeconds", "stepSizePercent"}}
+_SCALARS = {"str": str, "int": int, "bool": bool, "float": float}
+
+
+def _k8s_fields(model_name: str) -> dict[str, Any]:
+    """JSON field name -> field type of a `kubernetes` client model (both the 'list[X]' and the 'List[X]' spellings).
+
+    The models are those of the client's Kubernetes release (client 34 is Kubernetes 1.34, the corev1 that KubeRay
+    v1.5.1 embeds in its CRDs; the dev extra asks for >= 29). A client newer than 1.34 also knows Pod fields that
+    v1.5.1 would drop: the manifests use none of those, and a misspelling is reported by any client version.
+    """
+    model = getattr(kubernetes.client, model_name)
+    return {model.attribute_map[attr]: _k8s_type(t) for attr, t in model.openapi_types.items()}
+
+
+def _k8s_type(t: str) -> Any:
+    if m := re.fullmatch(r"[lL]ist\[(.+)\]", t):
+        return [_k8s_type(m.group(1))]
+    if re.fullmatch(r"dict\(str, .+\)|Dict\[str, .+\]", t):
+        return "map"  # labels, annotations, resource quantities: any key, scalar values
+    if t in _SCALARS:
+        return "quantity" if t == "str" else _SCALARS[t]  # a str field of corev1 may hold a quantity written as a number
+    if t in ("object", "datetime", "bytes"):
+        return object  # int-or-string and the like
+    return t
+
+
+def violations(value: Any, kind: Any, path: str) -> list[str]:
+    """Every key of ``value`` that ``kind`` does not have, and every value of the wrong shape, as 'path: problem'."""
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return [f"{path}: expected a list, got {type(value).__name__}"]
+        return [v for i, item in enumerate(value) for v in violations(item, kind[0], f"{path}[{i}]")]
+    if isinstance(kind, tuple):
+        return [] if value in kind else [f"{path}: {value!r} is not one of {', '.join(kind)}"]
+    if kind in (MAP, "map"):
+        if not isinstance(value, dict):
+            return [f"{path}: expected a map, got {type(value).__name__}"]
+        bad = [k for k, v in value.items() if not isinstance(v, str if kind == MAP else (str, int, float, bool))]
+        return [f"{path}.{k}: expected a string, got {type(value[k]).__name__}" for k in bad]
+    if kind is object:
+        return []
+    if kind == "quantity":
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        return [] if ok else [f"{path}: expected a string, got {type(value).__name__}"]
+    if isinstance(kind, type):
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        return [] if ok else [f"{path}: expected {kind.__name__}, got {type(value).__name__}"]
+    fields = KUBERAY_V1[kind] if kind in KUBERAY_V1 else _k8s_fields(kind)
+    if not isinstance(value, dict):
+        return [f"{path}: expected a {kind} mapping, got {type(value).__name__}"]
+    out = [f"{path}.{key}: not a field of {kind}" for key in value if key not in fields]
+    out += [f"{path}.{key}: required by {kind}" for key in sorted(KUBERAY_REQUIRED.get(kind, set()) - set(value))]
+    for key, item in value.items():
+        if key in fields:
+            out += violations(item, fields[key], f"{path}.{key}")
+    return out
+
+
+def manifest_violations(manifest: dict[str, Any]) -> list[str]:
+    kind, api = manifest.get("kind"), manifest.get("apiVersion")
+    if api == "ray.io/v1" and kind in ("RayCluster", "RayJob", "RayService"):
+        return violations(manifest, kind, kind)
+    if api == "v1" and kind == "PersistentVolumeClaim":
+        return violations(manifest, f"V1{kind}", kind)
+    return [f"{kind} {api}: not a kind these checks know"]
 
 
 def _documents() -> list[tuple[str, dict[str, Any]]]:
@@ -60,6 +187,56 @@ def _quantity(q: str | int | float) -> float:
     scale = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
     return float(m.group(1)) * scale[m.group(2)]
 
+
+# --- every key is a field ----------------------------------------------------------------------------------------------
+
+def test_the_manifests_are_the_ones_checked_here():
+    kinds = sorted((name, doc["kind"]) for name, doc in _documents())
+    assert kinds == [("raycluster.yaml", "RayCluster"), ("rayjob.yaml", "RayJob"), ("rayservice.yaml", "RayService"),
+                     ("shared-pvc.yaml", "PersistentVolumeClaim")]
+
+
+@pytest.mark.parametrize(("name", "manifest"), _documents(), ids=[n for n, _ in _documents()])
+def test_every_key_is_a_field_of_its_type(name, manifest):
+    assert manifest_violations(manifest) == []
+
+
+def _rename(obj: dict[str, Any], key: str, new: str) -> None:
+    obj[new] = obj.pop(key)
+
+
+@pytest.mark.parametrize(("name", "mutate", "reported"), [
+    ("raycluster.yaml", lambda m: _rename(m["spec"], "workerGroupSpecs", "workerGroupSpec"),
+     "RayCluster.spec.workerGroupSpec: not a field of RayClusterSpec"),
+    ("raycluster.yaml", lambda m: _rename(m["spec"]["headGroupSpec"], "rayStartParams", "rayStartParam"),
+     "RayCluster.spec.headGroupSpec.rayStartParam: not a field of HeadGroupSpec"),
+    ("raycluster.yaml", lambda m: m["spec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}),
+     "RayCluster.spec.headGroupSpec.rayStartParams.num-cpus: expected a string, got int"),
+    ("raycluster.yaml", lambda m: m["spec"].update(authOptions={"mode": "tokens"}),
+     "RayCluster.spec.authOptions.mode: 'tokens' is not one of disabled, token"),
+    ("rayjob.yaml", lambda m: _rename(m["spec"], "backoffLimit", "backofLimit"),
+     "RayJob.spec.backofLimit: not a field of RayJobSpec"),
+    ("rayjob.yaml", lambda m: _rename(m["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0],
+                                      "volumeMounts", "volumeMount"),
+     "RayJob.spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].volumeMount: not a field of V1Container"),
+    ("rayjob.yaml", lambda m: m["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].pop("maxReplicas"),
+     "RayJob.spec.rayClusterSpec.workerGroupSpecs[0].maxReplicas: required by WorkerGroupSpec"),
+    ("rayservice.yaml", lambda m: _rename(m["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"], "containers",
+                                          "container"),
+     "RayService.spec.rayClusterConfig.headGroupSpec.template.spec.container: not a field of V1PodSpec"),
+    ("rayservice.yaml", lambda m: m["spec"].update(networkPolicy={}),  # KubeRay >= 1.6 only
+     "RayService.spec.networkPolicy: not a field of RayServiceSpec"),
+    ("shared-pvc.yaml", lambda m: _rename(m["spec"], "accessModes", "accessMode"),
+     "PersistentVolumeClaim.spec.accessMode: not a field of V1PersistentVolumeClaimSpec"),
+])
+def test_a_misspelled_or_misplaced_key_is_reported(name, mutate, reported):
+    manifest = copy.deepcopy(_load(name))
+    assert manifest_violations(manifest) == []
+    mutate(manifest)
+    assert reported in manifest_violations(manifest)
+
+
+# --- what the objects say ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "kind"), [("raycluster.yaml", "RayCluster"), ("rayjob.yaml", "RayJob"),
                                             ("rayservice.yaml", "RayService")])
