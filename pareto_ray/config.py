@@ -63,7 +63,9 @@ class RayConfig(Section):
     num_workers: int = Field(default=2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
-    storage_path: str = Field(default="./ray_results", description="where Ray Train keeps checkpoints (local, NFS or s3://)")
+    storage_path: str = Field(default="./ray_results", description="where Ray Train keeps checkpoints: a folder every "
+                                                                   "node mounts (local on one machine; NFS, EFS or a "
+                                                                   "Kubernetes volume on a cluster)")
     max_failures: int = Field(default=1, ge=-1, description="worker-group restarts from the latest checkpoint; -1 = unlimited")
     num_to_keep: int = Field(default=2, ge=1, description="checkpoints kept, best by val_hv")
 
