@@ -86,7 +86,7 @@ def run_mnist(dataset: str, method: str, seed: int, epochs: int, max_train: int 
     cfg = load_config(None, overrides)
     data = load_dataset(cfg.data)
     torch.manual_seed(seed)
-    meth, model, reference = build_model(cfg.model, cfg.method, data.num_tasks, data.num_classes)
+    meth, model, reference = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     optimizer = build_optimizer(model, "adam", cfg.train.lr)
     epoch_seconds = []
     for epoch in range(epochs):

@@ -3,6 +3,8 @@
 * ``model.safetensors`` — the preference model's state dict,
 * ``optimizer.safetensors`` — optimizer tensors, its scalars in the metadata,
 * ``config.json`` — the validated run config,
+* ``dataset.json`` — the dataset's tasks and its input spec (shape, dtype, normalization), so the model can
+  be rebuilt, served and its front scored without the data,
 * ``state.json`` — epoch and the metrics reported with this checkpoint,
 * ``front.parquet`` — the validation front at that epoch.
 """
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,13 @@ from safetensors.torch import load_file, save_file
 from pareto_ray.config import Config
 from pareto_ray.methods import Method, build_model
 from pareto_ray.models import PreferenceModel
+from pareto_ray.splits import MultiTaskDataset, Split
+from pareto_ray.tasks import Task, classification_tasks
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
 STATE_FILE = "state.json"
 FRONT_FILE = "front.parquet"
 
@@ -34,10 +40,37 @@ class CheckpointError(RuntimeError):
     """A checkpoint directory that is missing files or cannot be read."""
 
 
+@dataclass
+class DatasetSpec:
+    """What a model needs to know of its data: the tasks and the inputs' shape, dtype and normalization."""
+
+    tasks: list[Task]
+    input: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.input["shape"])
+
+    @classmethod
+    def of(cls, data: MultiTaskDataset) -> DatasetSpec:
+        return cls(list(data.tasks), data.train.input_spec())
+
+    def to_json(self) -> str:
+        return json.dumps({"tasks": [t.to_dict() for t in self.tasks], "input": self.input}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> DatasetSpec:
+        d = json.loads(text)
+        return cls([Task.from_dict(t) for t in d["tasks"]], d["input"])
+
+
 def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None, front: pa.Table | None = None) -> Path:
+                    optimizer: torch.optim.Optimizer | None = None, front: pa.Table | None = None,
+                    dataset: DatasetSpec | None = None) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    if dataset is not None:
+        (path / DATASET_FILE).write_text(dataset.to_json())
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path / MODEL_FILE)
     if optimizer is not None:
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
@@ -68,12 +101,25 @@ def read_checkpoint_front(path: str | Path) -> pa.Table:
     return pq.read_table(path / FRONT_FILE)
 
 
+def read_dataset_spec(path: str | Path, cfg: Config | None = None) -> DatasetSpec:
+    """The checkpoint's ``dataset.json``; a checkpoint written before tasks existed holds 10-way digits."""
+    path = Path(path)
+    if (path / DATASET_FILE).is_file():
+        try:
+            return DatasetSpec.from_json((path / DATASET_FILE).read_text())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path / DATASET_FILE} is not a readable dataset description: {exc}") from exc
+    cfg = cfg or read_config(path)
+    digits = Split(torch.zeros(1, 1, 28, 28, dtype=torch.uint8), [])
+    return DatasetSpec(classification_tasks(cfg.data.num_tasks), digits.input_spec())
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[PreferenceModel, Method, Config]:
     """Rebuild the model a checkpoint was trained with and load its weights."""
     path = Path(path)
     cfg = read_config(path)
-    num_tasks = cfg.data.num_tasks
-    method, model, _ = build_model(cfg.model, cfg.method, num_tasks)
+    spec = read_dataset_spec(path, cfg)
+    method, model, _ = build_model(cfg.model, cfg.method, spec.tasks, spec.input_shape)
     load_weights(path, model)
     return model.to(device).eval(), method, cfg
 

@@ -24,21 +24,93 @@ __all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "MlflowConfig", 
 
 
 class DataConfig(Section):
+    """The ``data:`` section.
+
+    ``composition`` says how MultiMNIST-style composites are built from the source digits:
+
+    * ``permuted`` — every source image is used ``copies`` times, paired by random permutations, and
+      ``val_fraction`` of the source training images are held out for validation (pareto-ray's own);
+    * ``paper`` — as the PaMaL/PaLoRA code builds them: ``train_composites`` pairs drawn with replacement
+      (distinct indices within a composite) from the source training split, of which ``val_composites``
+      are drawn at random for validation, and ``test_composites`` from the source test split.
+
+    ``data.seed`` fixes the composition (the papers build one dataset and keep it for every training seed).
+    """
+
     dataset: Literal["multidigits", "multimnist", "multifashion", "multi_fashion_mnist"] = "multidigits"
     num_tasks: Literal[2, 3] = Field(default=2, description="digits per composite image (tasks)")
     root: str | None = Field(default=None, description="folder holding MNIST/ and FashionMNIST/ (torchvision layout)")
     download: bool = Field(default=False, description="let torchvision download missing files into root")
-    val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    copies: int = Field(default=1, ge=1, le=20, description="composites built per source image")
+    composition: Literal["permuted", "paper"] = Field(
+        default="permuted", description="permuted: each source digit used `copies` times; paper: PaMaL/PaLoRA's draw "
+                                        "with replacement and fixed counts")
+    normalize: Literal["mnist", "none"] = Field(
+        default="mnist", description="mnist: (x − 0.1307) / 0.3081 on pixels in [0, 1]; none: the pixels as composed "
+                                     "(the papers' MultiMNIST)")
+    val_fraction: float | None = Field(default=None, gt=0, lt=1,
+                                       description="permuted: source training images held out (default 0.1)")
+    copies: int | None = Field(default=None, ge=1, le=20,
+                               description="permuted: composites built per source image (default 1)")
+    train_composites: int | None = Field(default=None, ge=2, description="paper: composites drawn from the source "
+                                                                         "training split, validation included (60,000)")
+    val_composites: int | None = Field(default=None, ge=1, description="paper: of those, held out for validation "
+                                                                       "(10,000)")
+    test_composites: int | None = Field(default=None, ge=1, description="paper: composites drawn from the source "
+                                                                        "test split (10,000)")
     max_train: int | None = Field(default=None, ge=1, description="keep at most this many training composites")
     max_eval: int | None = Field(default=None, ge=1, description="keep at most this many val/test composites")
     seed: int = 0
     cache_dir: str | None = Field(default=None, description="Parquet cache; default $PARETO_RAY_CACHE or ~/.cache/pareto-ray")
+    factory: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                                description="package.module:function(**kwargs) returning your dataset (tasks and "
+                                            "splits; see pareto_ray.data.factory); overrides dataset")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of data.factory")
+    cache: bool | None = Field(default=None, description="cache the built dataset as Parquet; default: yes for the "
+                                                         "built-in datasets, no for a factory (your code may change)")
+
+    @model_validator(mode="after")
+    def _composition_fields(self) -> DataConfig:
+        own = {"permuted": ("val_fraction", "copies"), "paper": ("train_composites", "val_composites", "test_composites")}
+        for composition, fields in own.items():
+            if composition != self.composition:
+                given = [f"data.{f}" for f in fields if getattr(self, f) is not None]
+                if given:
+                    rule = ("the composite counts rule (data.train_composites, data.val_composites, data.test_composites)"
+                            if self.composition == "paper" else "each source digit is used data.copies times")
+                    raise ValueError(f"{', '.join(given)} do(es) not apply to data.composition={self.composition}: "
+                                     f"{rule}; drop {' and '.join(given)} or set data.composition={composition}")
+        if self.composition == "paper" and self.val_count >= self.train_count:
+            raise ValueError(f"data.val_composites ({self.val_count}) must be below data.train_composites "
+                             f"({self.train_count}): validation is drawn from the training composites")
+        return self
+
+    @property
+    def train_count(self) -> int:
+        return 60_000 if self.train_composites is None else self.train_composites
+
+    @property
+    def val_count(self) -> int:
+        return 10_000 if self.val_composites is None else self.val_composites
+
+    @property
+    def test_count(self) -> int:
+        return 10_000 if self.test_composites is None else self.test_composites
 
 
 class ModelConfig(Section):
-    backbone: Literal["lenet", "mlp"] = "lenet"
-    hidden: int = Field(default=100, ge=1, description="hidden width of the MLP backbone")
+    """The ``model:`` section: a named backbone (``pareto_ray.models.backbones``) or a user's ``factory``."""
+
+    backbone: Literal["lenet", "mlp", "resnet18", "resnet18_mtl", "vgg16", "segnet"] = "lenet"
+    hidden: int | list[int] = Field(default=100, description="mlp: hidden width (two layers), or one width per layer")
+    head_hidden: int | None = Field(default=50, ge=1, description="mlp: hidden width of each task head; null: linear "
+                                                                  "heads")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="resnet18, resnet18_mtl: dropout rate (LORPMAN D.7)")
+    weights: str | None = Field(default=None, description="resnet18: a local state dict to start from (no download)")
+    factory: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                                description="package.module:function(tasks, input_shape, **kwargs) returning the "
+                                            "network (overrides backbone)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the backbone or "
+                                                                     "factory")
 
 
 class TrainConfig(Section):

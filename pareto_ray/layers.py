@@ -28,16 +28,25 @@ ADAPTABLE = (nn.Linear, nn.Conv2d)
 
 
 class LowRankPreferenceLayer(nn.Module):
-    """W(λ) = W + s · Σ_t λ_t B_t A_t  (PaLoRA eq. 2 with s = α / r).
+    """W(λ) = W + s · Σ_t λ_t B_t A_t  (PaLoRA eq. 2 with s = α / r; LORPMAN eq. 6 with its s).
 
-    ``lora_A`` has shape ``[T, r, fan_in]`` (kaiming-uniform) and ``lora_B``
-    ``[T, out, r]`` (zeros), so training starts exactly at the base network.
-    For a convolution, ``fan_in = in_channels·kh·kw`` and A acts as a
-    convolution with ``r`` output channels, B as a 1×1 convolution.
-    A linear layer with an m×n weight gains T·r·(m+n) parameters.
+    A linear layer with an m×n weight gets ``lora_A [T, r, n]`` (kaiming-uniform) and ``lora_B [T, m, r]``
+    (zeros), so training starts exactly at the base network, and gains T·r·(m+n) parameters.
+
+    A convolution's adapters take one of two shapes (``conv_style``):
+
+    * ``"kernel"`` (LoRA's own, Hu et al. 2022, as the PaLoRA and LORPMAN papers use it): ΔW_t = B_t A_t
+      reshaped to the kernel, with ``A [T, r·kh, in·kw]`` and ``B [T, out·kh, r·kh]``; the per-sample path
+      runs the T task kernels as one convolution with T·out channels and mixes them by λ;
+    * ``"channel"``: A acts as a convolution with ``r`` output channels (``[T, r, in·kh·kw]``) and B as a
+      1×1 convolution (``[T, out, r]``) — fewer parameters, and a per-sample path that costs one
+      convolution with T·r channels (the cheaper choice where many λ share a batch).
+
+    For 1×1 kernels the two coincide.
     """
 
-    def __init__(self, base_layer: nn.Linear | nn.Conv2d, num_tasks: int, rank: int, scale: float):
+    def __init__(self, base_layer: nn.Linear | nn.Conv2d, num_tasks: int, rank: int, scale: float,
+                 conv_style: str = "kernel"):
         super().__init__()
         if not isinstance(base_layer, ADAPTABLE):
             raise TypeError(f"can only adapt nn.Linear or nn.Conv2d, got {type(base_layer).__name__}")
@@ -45,15 +54,22 @@ class LowRankPreferenceLayer(nn.Module):
             raise ValueError("grouped convolutions are not supported by LowRankPreferenceLayer")
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
+        if conv_style not in ("kernel", "channel"):
+            raise ValueError(f"conv_style must be 'kernel' or 'channel', got {conv_style!r}")
         self.base_layer = base_layer
         self.num_tasks = num_tasks
         self.rank = rank
         self.scale = scale
-        out_features = base_layer.weight.shape[0]
-        fan_in = base_layer.weight[0].numel()
         w = base_layer.weight
-        self.lora_A = nn.Parameter(torch.empty(num_tasks, rank, fan_in, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(num_tasks, out_features, rank, device=w.device, dtype=w.dtype))
+        out_features, fan_in = w.shape[0], w[0].numel()
+        kh, kw = (w.shape[2], w.shape[3]) if isinstance(base_layer, nn.Conv2d) else (1, 1)
+        self.kernel_style = conv_style == "kernel" and kh * kw > 1
+        if self.kernel_style:
+            a_shape, b_shape = (rank * kh, w.shape[1] * kw), (out_features * kh, rank * kh)
+        else:
+            a_shape, b_shape = (rank, fan_in), (out_features, rank)
+        self.lora_A = nn.Parameter(torch.empty(num_tasks, *a_shape, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(num_tasks, *b_shape, device=w.device, dtype=w.dtype))
         for t in range(num_tasks):
             nn.init.kaiming_uniform_(self.lora_A[t], a=math.sqrt(5))
         self.preference: torch.Tensor | None = None
@@ -61,6 +77,11 @@ class LowRankPreferenceLayer(nn.Module):
     @property
     def is_conv(self) -> bool:
         return isinstance(self.base_layer, nn.Conv2d)
+
+    def task_deltas(self) -> torch.Tensor:
+        """ΔW_t = s · B_t A_t for every task, ``[T, *weight.shape]``."""
+        delta = torch.einsum("tor,tri->toi", self.lora_B, self.lora_A)
+        return self.scale * delta.view(self.num_tasks, *self.base_layer.weight.shape)
 
     def delta_weight(self, pref: torch.Tensor) -> torch.Tensor:
         """ΔW(λ) for one ``[T]`` preference, shaped like the base weight."""
@@ -82,43 +103,67 @@ class LowRankPreferenceLayer(nn.Module):
             return F.linear(x, weight, self.base_layer.bias)
         return self.base_layer(x) + self._per_sample_delta(x, pref)
 
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        conv = self.base_layer
+        if conv.padding_mode != "zeros":
+            return conv._conv_forward(x, weight, None)
+        return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation)
+
     def _per_sample_delta(self, x: torch.Tensor, pref: torch.Tensor) -> torch.Tensor:
         if pref.shape[0] != x.shape[0]:
             raise ValueError(f"per-sample preferences [{pref.shape[0]}, T] do not match batch size {x.shape[0]}")
         T, r = self.num_tasks, self.rank
         pref = pref.to(x.dtype)
+        if self.kernel_style:
+            deltas = self.task_deltas()  # [T, out, in, kh, kw]: one convolution with T·out channels
+            y = self._conv(x, deltas.flatten(0, 1)).unflatten(1, (T, -1))
+            return torch.einsum("nt,ntohw->nohw", pref, y)
         if self.is_conv:
-            conv = self.base_layer
-            a = self.lora_A.reshape(T * r, *conv.weight.shape[1:])
-            xa = conv._conv_forward(x, a, None) if conv.padding_mode != "zeros" else F.conv2d(
-                x, a, None, conv.stride, conv.padding, conv.dilation)
-            xa = xa.unflatten(1, (T, r)) * pref[:, :, None, None, None]
+            a = self.lora_A.reshape(T * r, *self.base_layer.weight.shape[1:])
+            xa = self._conv(x, a).unflatten(1, (T, r)) * pref[:, :, None, None, None]
             return self.scale * torch.einsum("ntrhw,tor->nohw", xa, self.lora_B)
         xa = torch.einsum("n...i,tri->n...tr", x, self.lora_A)
         xa = xa * pref.view(pref.shape[0], *([1] * (x.dim() - 2)), T, 1)
         return self.scale * torch.einsum("n...tr,tor->n...o", xa, self.lora_B)
 
     def extra_repr(self) -> str:
-        return f"tasks={self.num_tasks}, rank={self.rank}, scale={self.scale:g}"
+        style = ", conv_style=kernel" if self.kernel_style else ""
+        return f"tasks={self.num_tasks}, rank={self.rank}, scale={self.scale:g}{style}"
 
 
 def find_targets(model: nn.Module, target_modules: Iterable[str] | None = None,
                  types: tuple[type[nn.Module], ...] = ADAPTABLE) -> list[str]:
-    """Names of the modules of ``types`` to adapt (``nn.Linear``/``nn.Conv2d`` by default).
+    """Names of the modules of ``types`` to adapt (``nn.Linear``/``nn.Conv2d`` by default), plus every
+    ``nn.MultiheadAttention`` (whose projections are adapted through ``AdaptedAttention``; its ``out_proj``
+    is not a target of its own).
 
-    ``target_modules=None`` selects every module of those types; otherwise
-    each entry is a regular expression matched (fully) against module names,
-    or a plain name matched as a suffix, in the spirit of PEFT's ``target_modules``.
+    ``target_modules=None`` selects all of them; otherwise each entry is a regular expression matched
+    (fully) against module names, or a plain name matched as a suffix, in the spirit of PEFT's
+    ``target_modules``.  A named module of another type is an error that names it.
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, types)]
+    modules = dict(model.named_modules())
+    inside_attention = {f"{n}.{c}" for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)
+                        for c, _ in m.named_modules() if c}
+    kinds = (*types, nn.MultiheadAttention)
+    names = [n for n, m in modules.items() if isinstance(m, kinds) and n not in inside_attention]
     if target_modules is None:
         return names
     patterns = list(target_modules)
-    chosen = [n for n in names
-              if any(re.fullmatch(p, n) or n == p or n.endswith("." + p) for p in patterns)]
+
+    def matches(n: str) -> bool:
+        return any(re.fullmatch(p, n) or n == p or n.endswith("." + p) for p in patterns)
+
+    wrong = [f"{n} ({type(m).__name__})" for n, m in modules.items()
+             if n and matches(n) and n not in names and not isinstance(m, nn.Dropout | nn.Identity)
+             and not any(isinstance(c, kinds) for c in m.modules())]
+    if wrong:
+        supported = ", ".join(t.__name__ for t in kinds)
+        raise TypeError(f"target_modules {patterns} name modules that cannot be adapted: {', '.join(wrong)}; "
+                        f"adaptable are {supported} (name them, or the blocks that hold them)")
+    chosen = [n for n in names if matches(n) or any(n.startswith(p + ".") for p in patterns)]
     if not chosen:
-        kinds = "/".join(t.__name__ for t in types)
-        raise ValueError(f"target_modules {patterns} matched none of the {kinds} modules {names}")
+        kinds_text = "/".join(t.__name__ for t in kinds)
+        raise ValueError(f"target_modules {patterns} matched none of the {kinds_text} modules {names}")
     return chosen
 
 
@@ -131,15 +176,136 @@ def default_targets(net: nn.Module, target_modules: Iterable[str] | None, adapt_
 
 
 def inject(model: nn.Module, names: Iterable[str], make_layer) -> list[nn.Module]:
-    """Replace each named module of ``model`` by ``make_layer(module)``; return the new layers."""
+    """Replace each named module of ``model`` by ``make_layer(module)`` (an attention module by an
+    ``AdaptedAttention`` whose projections are ``make_layer``'s); return the new layers."""
     layers = []
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = make_layer(getattr(parent, child))
+        module = getattr(parent, child)
+        try:
+            layer = AdaptedAttention(module, make_layer) if isinstance(module, nn.MultiheadAttention) else make_layer(module)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"cannot adapt {name} ({type(module).__name__}): {exc}") from None
         setattr(parent, child, layer)
         layers.append(layer)
     return layers
+
+
+class AdaptedAttention(nn.Module):
+    """An ``nn.MultiheadAttention`` whose input and output projections are preference layers.
+
+    ``nn.MultiheadAttention.forward`` reads its packed ``in_proj_weight`` and ``out_proj.weight`` directly,
+    so adapting its ``out_proj`` alone would be silently bypassed.  This module takes the attention apart:
+    ``in_proj`` (E → 3E, the packed q/k/v projection) and ``out_proj`` (E → E) become ``make_layer`` of
+    linear layers holding the attention's own parameters, and the attention itself runs here
+    (``scaled_dot_product_attention``), so one λ per sample works as in any other preference layer.
+    Attention weights are not returned (``need_weights`` gives None).  Self- and cross-attention,
+    ``attn_mask``, ``key_padding_mask``, ``is_causal`` and ``batch_first`` are supported; separate q/k/v
+    dimensions, ``bias_kv`` and ``add_zero_attn`` are not.
+    """
+
+    def __init__(self, attention: nn.MultiheadAttention, make_layer):
+        super().__init__()
+        if not attention._qkv_same_embed_dim or attention.bias_k is not None or attention.add_zero_attn:
+            raise ValueError("only attention with equal q/k/v dimensions, no bias_kv and no add_zero_attn "
+                             "can be adapted")
+        e = attention.embed_dim
+        packed = nn.Linear(e, 3 * e, bias=attention.in_proj_bias is not None)
+        packed.weight = attention.in_proj_weight
+        if attention.in_proj_bias is not None:
+            packed.bias = attention.in_proj_bias
+        out = nn.Linear(e, e, bias=attention.out_proj.bias is not None)
+        out.weight = attention.out_proj.weight
+        if attention.out_proj.bias is not None:
+            out.bias = attention.out_proj.bias
+        self.in_proj = make_layer(packed)
+        self.out_proj = make_layer(out)
+        self.embed_dim, self.num_heads = e, attention.num_heads
+        self.dropout, self.batch_first = attention.dropout, attention.batch_first
+
+    @property
+    def inner(self) -> list[nn.Module]:
+        return [self.in_proj, self.out_proj]
+
+    # the owning model sets λ (or generated tensors) on a preference layer: pass them to the projections
+    @property
+    def preference(self) -> torch.Tensor | None:
+        return self.in_proj.preference
+
+    @preference.setter
+    def preference(self, pref: torch.Tensor | None) -> None:
+        for layer in self.inner:
+            layer.preference = pref
+
+    def head_sizes(self) -> list[int]:
+        return [n for layer in self.inner for n in layer.head_sizes()]
+
+    def head_init(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [init for layer in self.inner for init in layer.head_init()]
+
+    def set_generated(self, flats: list[torch.Tensor] | None) -> None:
+        if flats is None:
+            for layer in self.inner:
+                layer.set_generated(None)
+            return
+        split = len(self.in_proj.head_sizes())
+        self.in_proj.set_generated(flats[:split])
+        self.out_proj.set_generated(flats[split:])
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, None]:
+        batched = query.dim() == 3
+        if not batched:
+            query, key, value = (t.unsqueeze(0 if self.batch_first else 1) for t in (query, key, value))
+        if not self.batch_first:  # the projections' per-sample path wants the batch first
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        e, h = self.embed_dim, self.num_heads
+        if query is key and key is value:
+            q, k, v = self.in_proj(query).split(e, dim=-1)
+        else:  # cross-attention: each input through its third of the packed projection
+            q = self.in_proj(query)[..., :e]
+            k = self.in_proj(key)[..., e:2 * e]
+            v = self.in_proj(value)[..., 2 * e:]
+        n, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+        q, k, v = (t.reshape(n, -1, h, e // h).transpose(1, 2) for t in (q, k, v))
+        mask = _attention_mask(attn_mask, key_padding_mask, n, h, lq, lk, q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=is_causal and mask is None)
+        y = self.out_proj(y.transpose(1, 2).reshape(n, lq, e))
+        if not self.batch_first:
+            y = y.transpose(0, 1)
+        if not batched:
+            y = y.squeeze(0 if self.batch_first else 1)
+        return y, None
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+
+
+def expand_attention(layers: Iterable[nn.Module]) -> list[nn.Module]:
+    """The layers with every ``AdaptedAttention`` replaced by its two projections."""
+    return [inner for layer in layers for inner in (layer.inner if isinstance(layer, AdaptedAttention) else [layer])]
+
+
+def _attention_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, n: int, h: int, lq: int,
+                    lk: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """One additive float mask ``[N, H, Lq, Lk]`` (or None) from ``nn.MultiheadAttention``'s two masks."""
+    def additive(mask: torch.Tensor) -> torch.Tensor:
+        if mask.dtype == torch.bool:
+            return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+        return mask.to(dtype)
+
+    out = None
+    if attn_mask is not None:
+        m = additive(attn_mask)
+        out = m.view(n, h, lq, lk) if m.dim() == 3 else m.view(1, 1, lq, lk)
+    if key_padding_mask is not None:
+        pad = additive(key_padding_mask).view(n, 1, 1, lk)
+        out = pad if out is None else out + pad
+    return None if out is None else out.expand(n, h, lq, lk)
 
 
 # --- layers whose weights are a full ensemble, generated, or take λ as input ---------------------------------

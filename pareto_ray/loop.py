@@ -11,23 +11,45 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from pareto_ray import tasks as task_kinds
+from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.methods.base import Method
 from pareto_ray.splits import Split
+from pareto_ray.tasks import Task, classification_tasks
+
+#: ``criterion(outputs, targets)`` → the ``[M, T]`` task losses of a step.
+Criterion = Callable[[list[torch.Tensor], Any], torch.Tensor]
 
 
-def task_losses(outputs: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy per ray and task: ``[M, T]`` from per-task ``[M, N, C]`` logits."""
-    cols = []
-    for task, logits in enumerate(outputs):
-        m, n = logits.shape[:2]
-        target = targets[:, task].repeat(m)
-        cols.append(F.cross_entropy(logits.reshape(m * n, -1), target, reduction="none").view(m, n).mean(1))
-    return torch.stack(cols, dim=1)
+def task_losses(outputs: list[torch.Tensor], targets: torch.Tensor | list[torch.Tensor],
+                tasks: list[Task] | None = None) -> torch.Tensor:
+    """``[M, T]``: ray m's mean loss on task t over the labelled entries of this worker's batch.
+
+    ``targets``: one tensor per task, or ``[N, T]`` class labels; ``tasks`` default to C-way classification.
+    """
+    if isinstance(targets, torch.Tensor):
+        targets = list(targets.unbind(1))
+    tasks = tasks or classification_tasks(len(outputs), outputs[0].shape[-1])
+    return task_kinds.task_losses(tasks, outputs, targets)
+
+
+def global_task_losses(tasks: list[Task]) -> Criterion:
+    """The criterion of a step over the *global* batch: each task's loss sum divided by the mean number of
+    labelled entries per worker (all-reduced; a no-op on one worker).
+
+    DDP averages the workers' gradients, so this equals the loss of one worker holding the whole global
+    batch even when workers see different numbers of labels (missing labels), as the sharding promises.
+    """
+    def criterion(outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        sums, counts = task_kinds.loss_terms(tasks, outputs, targets)
+        return sums / all_reduce_mean(counts.detach().clone()).clamp_min(1)
+
+    return criterion
 
 
 def shard_batches(num_samples: int, global_batch: int, epoch: int, seed: int, rank: int = 0,
@@ -51,13 +73,12 @@ def shard_batches(num_samples: int, global_batch: int, epoch: int, seed: int, ra
 
 
 def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, progress: float, per_sample: bool,
-               criterion: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor] = task_losses,
+               y: Any, progress: float, per_sample: bool, criterion: Criterion = task_losses,
                ) -> tuple[float, torch.Tensor]:
     """One optimizer step; returns (scalar loss, detached ``[M, T]`` task losses).
 
-    ``criterion(outputs, y)`` gives the ``[M, T]`` task losses (cross-entropy by
-    default; the toy problems pass their objectives).
+    ``criterion(outputs, y)`` gives the ``[M, T]`` task losses (classification cross-entropy on ``[N, T]``
+    labels by default; training passes ``global_task_losses(tasks)``, the toy problems their objectives).
     """
     rays = method.train_rays(progress).to(x.device)
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
@@ -74,16 +95,20 @@ def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimize
 
 def train_epoch(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, split: Split, epoch: int,
                 epochs: int, global_batch: int, seed: int, device: torch.device | str = "cpu", rank: int = 0,
-                world_size: int = 1, per_sample: bool = False) -> dict[str, float]:
-    """One pass over this rank's shard; τ runs from epoch/epochs to (epoch+1)/epochs."""
+                world_size: int = 1, per_sample: bool = False, tasks: list[Task] | None = None) -> dict[str, float]:
+    """One pass over this rank's shard; τ runs from epoch/epochs to (epoch+1)/epochs.
+
+    ``tasks`` default to 10-way classification, one task per target (the MultiMNIST family).
+    """
     model.train()
+    criterion = global_task_losses(tasks or classification_tasks(len(split.targets)))
     batches = list(shard_batches(len(split), global_batch, epoch, seed, rank, world_size))
     total, task_sum = 0.0, None
     for i, idx in enumerate(batches):
         progress = (epoch + i / len(batches)) / epochs
         x = split.inputs(device, idx)
-        y = split.labels[idx].to(device)
-        loss, losses = train_step(model, method, optimizer, x, y, progress, per_sample)
+        y = split.targets_at(idx, device)
+        loss, losses = train_step(model, method, optimizer, x, y, progress, per_sample, criterion)
         total += loss
         mean_losses = losses.mean(0)
         task_sum = mean_losses if task_sum is None else task_sum + mean_losses

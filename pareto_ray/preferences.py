@@ -7,6 +7,7 @@ a float tensor of shape ``[M, T]``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,6 +20,13 @@ LARGE_GRID_POINTS = 100
 
 
 def simplex_grid(num_tasks: int, num_points: int | None = None, seed: int = 1) -> torch.Tensor:
+    """Evenly spread rays on the simplex (see ``_simplex_grid``); computed once per arguments — pymoo's
+    Riesz-energy directions take seconds — and returned as a fresh copy."""
+    return _simplex_grid(num_tasks, num_points, seed).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _simplex_grid(num_tasks: int, num_points: int | None = None, seed: int = 1) -> torch.Tensor:
     """Evenly spread rays on the simplex from pymoo's reference directions.
 
     Without ``num_points``: 11 rays for 2 tasks and 66 for 3 (Das-Dennis grid

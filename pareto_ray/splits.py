@@ -1,30 +1,77 @@
-"""What every dataset hands the training loop: three splits of inputs and per-task labels (no I/O here)."""
+"""What every dataset hands the training loop: its tasks and three splits of inputs and per-task targets (no I/O).
+
+A ``Split`` holds its inputs in their stored form ``x [N, ...]`` (uint8 pixels,
+or floats) and one target tensor per task (``[N]`` class ids or values,
+``[N, d]`` vectors, ``[N, H, W]`` masks, ...).  The model sees
+``(x · scale − mean) / std`` as float32, ``mean`` and ``std`` per channel
+(the axis after N) or one number for all.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
+from pareto_ray.tasks import Task, classification_tasks
+
 IMAGE_SIZE = 28
 NORMALIZE_MEAN, NORMALIZE_STD = 0.1307, 0.3081
+Norm = float | tuple[float, ...]
 
 
 @dataclass
 class Split:
-    """Composite images ``[N, 1, 28, 28]`` (uint8) and labels ``[N, T]``."""
+    x: torch.Tensor
+    targets: list[torch.Tensor]
+    scale: float = 1 / 255
+    mean: Norm = NORMALIZE_MEAN
+    std: Norm = NORMALIZE_STD
 
-    images: torch.Tensor
-    labels: torch.Tensor
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, torch.Tensor):  # [N, T] class labels, one column per task
+            self.targets = list(self.targets.unbind(1))
+        self.targets = list(self.targets)
+        for t, y in enumerate(self.targets):
+            if y.shape[0] != self.x.shape[0]:
+                raise ValueError(f"task {t + 1}'s targets hold {y.shape[0]} samples, the inputs {self.x.shape[0]}")
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return self.x.shape[0]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The stored inputs (an image dataset's pixels)."""
+        return self.x
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``[N, T]``: the per-task targets side by side (tasks with one value per sample only)."""
+        return torch.stack(self.targets, dim=1)
+
+    def _norm(self, value: Norm, x: torch.Tensor) -> torch.Tensor | float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        return torch.tensor(value, dtype=torch.float32, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
 
     def inputs(self, device: torch.device | str = "cpu", index: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """Float inputs (all, or ``images[index]``), normalized like MNIST."""
-        images = self.images if index is None else self.images[index]
-        x = images.to(device=device, dtype=torch.float32) / 255.0
-        return (x - NORMALIZE_MEAN) / NORMALIZE_STD
+        """Float inputs (all, or ``x[index]``), scaled and normalized as the model was trained."""
+        x = self.x if index is None else self.x[index]
+        x = x.to(device=device, dtype=torch.float32) * self.scale
+        return (x - self._norm(self.mean, x)) / self._norm(self.std, x)
+
+    def targets_at(self, index: slice | torch.Tensor, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        return [y[index].to(device) for y in self.targets]
+
+    def head(self, k: int | None) -> Split:
+        """The first ``k`` samples (all when ``k`` is None)."""
+        return self if k is None else replace(self, x=self.x[:k], targets=[y[:k] for y in self.targets])
+
+    def input_spec(self) -> dict[str, Any]:
+        """The stored inputs' shape and dtype and how they are normalized (saved with a checkpoint)."""
+        return {"shape": list(self.x.shape[1:]), "dtype": str(self.x.dtype).removeprefix("torch."),
+                "scale": self.scale, "mean": self.mean, "std": self.std}
 
 
 @dataclass
@@ -32,10 +79,30 @@ class MultiTaskDataset:
     train: Split
     val: Split
     test: Split
-    num_tasks: int
-    num_classes: int = 10
+    tasks: list[Task] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, int):  # a number of 10-class classification tasks (the MultiMNIST family)
+            self.tasks = classification_tasks(self.tasks)
+        for name in ("train", "val", "test"):
+            split = self.split(name)
+            if len(split.targets) != len(self.tasks):
+                raise ValueError(f"the {name} split has targets for {len(split.targets)} tasks, the dataset declares "
+                                 f"{len(self.tasks)} ({', '.join(t.name for t in self.tasks)})")
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
             raise ValueError(f"unknown split {name!r}: expected train, val or test")
         return getattr(self, name)
+
+    def map(self, fn: Any) -> MultiTaskDataset:
+        """The dataset with ``fn(split)`` applied to each split."""
+        return replace(self, train=fn(self.train), val=fn(self.val), test=fn(self.test))

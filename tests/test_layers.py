@@ -14,10 +14,12 @@ def _randomize(layer: LowRankPreferenceLayer) -> None:
         layer.lora_B.normal_()  # B starts at zero; make the adapters matter
 
 
-@pytest.mark.parametrize("base", [nn.Linear(12, 7), nn.Conv2d(3, 5, 3, padding=1, stride=2), nn.Conv2d(2, 4, 5)])
-def test_merged_and_per_sample_paths_agree(base):
+@pytest.mark.parametrize("style", ["kernel", "channel"])
+@pytest.mark.parametrize("base", [nn.Linear(12, 7), nn.Conv2d(3, 5, 3, padding=1, stride=2), nn.Conv2d(2, 4, 5),
+                                  nn.Conv2d(3, 4, (3, 1), dilation=2, padding_mode="reflect", padding=2)])
+def test_merged_and_per_sample_paths_agree(base, style):
     torch.manual_seed(0)
-    layer = LowRankPreferenceLayer(base, num_tasks=3, rank=2, scale=0.5)
+    layer = LowRankPreferenceLayer(base, num_tasks=3, rank=2, scale=0.5, conv_style=style)
     _randomize(layer)
     n = 6
     x = torch.randn(n, 12) if isinstance(base, nn.Linear) else torch.randn(n, base.in_channels, 9, 9)
@@ -29,6 +31,15 @@ def test_merged_and_per_sample_paths_agree(base):
         layer.preference = prefs[i]
         merged.append(layer(x[i:i + 1]))
     assert_close(per_sample, torch.cat(merged))
+
+
+def test_kernel_style_conv_adapters_are_lora_reshaped_to_the_kernel():
+    layer = LowRankPreferenceLayer(nn.Conv2d(3, 4, 5), num_tasks=2, rank=2, scale=1.5)
+    assert layer.lora_A.shape == (2, 2 * 5, 3 * 5) and layer.lora_B.shape == (2, 4 * 5, 2 * 5)
+    _randomize(layer)
+    lam = torch.tensor([0.3, 0.7])
+    expected = sum(lam[t] * 1.5 * (layer.lora_B[t] @ layer.lora_A[t]).view(4, 3, 5, 5) for t in range(2))
+    assert_close(layer.delta_weight(lam), expected)
 
 
 def test_merged_weight_formula():
@@ -66,9 +77,9 @@ def test_injection_targets_encoder_by_default_and_heads_on_request():
     net = lenet(2)
     assert find_targets(net) == ["encoder.0", "encoder.3", "encoder.7", "heads.0.0", "heads.0.2",
                                  "heads.1.0", "heads.1.2"]
-    model = PaLoRA(PaLoRAConfig(), 2).build_model(lenet(2))
+    model = PaLoRA(PaLoRAConfig(adapt_heads=False), 2).build_model(lenet(2))
     assert len(model.preference_layers()) == 3
-    model = PaLoRA(PaLoRAConfig(adapt_heads=True), 2).build_model(lenet(2))
+    model = PaLoRA(PaLoRAConfig(), 2).build_model(lenet(2))  # the paper's: every layer, heads included
     assert len(model.preference_layers()) == 7
     model = PaLoRA(PaLoRAConfig(target_modules=[r"encoder\.7"]), 2).build_model(lenet(2))
     assert len(model.preference_layers()) == 1
@@ -82,8 +93,13 @@ def test_palora_lenet_overhead_matches_formula():
 
     _, model, reference = build_model(ModelConfig(backbone="lenet"), PaLoRAConfig(rank=1), 2)
     extra = count_parameters(model) - count_parameters(reference)
-    # conv1: fan_in 25, out 10; conv2: fan_in 250, out 20; fc: 320 -> 50; T = 2, r = 1
-    assert extra == 2 * ((25 + 10) + (250 + 20) + (320 + 50))
+    # LoRA's kernel-shaped conv adapters (A [r·k, in·k], B [out·k, r·k]) on every layer, T = 2, r = 1:
+    # conv1 5·5 + 50·5, conv2 5·50 + 100·5, fc 320 + 50, per head 50 + 50 and 50 + 10
+    assert extra == 2 * ((25 + 250) + (250 + 500) + (320 + 50) + 2 * ((50 + 50) + (50 + 10))) == 3_430
+    assert extra / count_parameters(reference) == pytest.approx(0.125, abs=5e-4)  # PaLoRA §5.1: 12.5%
+    _, channel, _ = build_model(ModelConfig(backbone="lenet"), PaLoRAConfig(conv_style="channel", adapt_heads=False), 2)
+    # r-channel conv adapters on the encoder: conv1 fan_in 25, out 10; conv2 fan_in 250, out 20; fc 320 -> 50
+    assert count_parameters(channel) - count_parameters(reference) == 2 * ((25 + 10) + (250 + 20) + (320 + 50))
 
 
 @pytest.mark.parametrize("backbone", [lenet, mlp])

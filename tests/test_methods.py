@@ -196,7 +196,9 @@ def test_parameter_counts():
     assert params(PHNConfig(chunk_size=1000)) < phn / 10
     assert params(PaMaLConfig()) == 2 * LENET_PARAMS
     encoder_lora = sum(r * (i + o) for r, i, o in [(8, 25, 10), (8, 250, 20), (8, 320, 50)])
-    assert params(LORPMANConfig()) == LENET_PARAMS + 2 * encoder_lora
+    assert params(LORPMANConfig(conv_style="channel")) == LENET_PARAMS + 2 * encoder_lora
+    kernel_lora = 8 * (5 + 50) * 5 + 8 * (50 + 100) * 5 + 8 * (320 + 50)  # A [r·k, in·k], B [out·k, r·k] per conv
+    assert params(LORPMANConfig()) == LENET_PARAMS + 2 * kernel_lora
     assert params(COSMOSConfig()) == LENET_PARAMS + 10 * 2 * 5 * 5  # conv1 gains 2 input channels
     lora_numel = encoder_lora + 2 * (8 * (50 + 50) + 8 * (50 + 10))
     assert params(PHNLoRAConfig()) == LENET_PARAMS + 101 * lora_numel + 20_500

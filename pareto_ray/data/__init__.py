@@ -1,20 +1,47 @@
 """Datasets: each a loader for its published files plus its tasks, cached as Parquet.
 
 ``load_dataset(cfg.data)`` is the one entry point: it builds the dataset the
-config names once, caches it, and trims it to ``max_train``/``max_eval``.
+config names (or calls ``data.factory``), caches it, trims it to
+``max_train``/``max_eval`` and lets the dataset's module prepare the inputs
+(``prepare``: e.g. the MultiMNIST paper composition's resize and normalization).
+A dataset module exposes ``build(cfg) -> MultiTaskDataset`` and
+``prepare(ds, cfg) -> MultiTaskDataset``; ``DATASETS`` names them.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from pareto_ray.config import DataConfig
+from pareto_ray.data import multimnist
 from pareto_ray.data.cache import cache_dir, cached, trim
-from pareto_ray.data.multimnist import build_dataset
+from pareto_ray.data.factory import build_from_factory
 from pareto_ray.splits import IMAGE_SIZE, NORMALIZE_MEAN, NORMALIZE_STD, MultiTaskDataset, Split
+
+#: ``data.dataset`` → the module that builds and prepares it.
+DATASETS: dict[str, ModuleType] = {name: multimnist for name in multimnist.NAMES}
 
 
 def load_dataset(cfg: DataConfig) -> MultiTaskDataset:
-    """The dataset for ``cfg``, built once and then read from its Parquet cache; ``max_train``/``max_eval`` trim it."""
-    return trim(cached(cfg, lambda: build_dataset(cfg)), cfg.max_train, cfg.max_eval)
+    """The dataset for ``cfg``: built (or read from its Parquet cache), trimmed, prepared for the model."""
+    if cfg.factory:
+        def build() -> MultiTaskDataset:
+            return build_from_factory(cfg)
+        use_cache, prepare = cfg.cache is True, None
+    else:
+        module = DATASETS[cfg.dataset]
+
+        def build() -> MultiTaskDataset:
+            return module.build(cfg)
+        use_cache, prepare = cfg.cache is not False, module.prepare
+    ds = trim(cached(cfg, build) if use_cache else build(), cfg.max_train, cfg.max_eval)
+    return prepare(ds, cfg) if prepare else ds
 
 
-__all__ = ["IMAGE_SIZE", "NORMALIZE_MEAN", "NORMALIZE_STD", "MultiTaskDataset", "Split", "cache_dir", "load_dataset"]
+def input_normalization(cfg: DataConfig) -> tuple[float, float]:
+    """(mean, std) of the MultiMNIST family's inputs, on pixels in [0, 1]."""
+    return multimnist.normalization(cfg)
+
+
+__all__ = ["DATASETS", "IMAGE_SIZE", "NORMALIZE_MEAN", "NORMALIZE_STD", "MultiTaskDataset", "Split", "cache_dir",
+           "input_normalization", "load_dataset"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,10 @@ import pyarrow.parquet as pq
 import torch
 
 from pareto_ray.config import DataConfig
-from pareto_ray.splits import IMAGE_SIZE, MultiTaskDataset, Split
+from pareto_ray.splits import MultiTaskDataset, Split
+from pareto_ray.tasks import Task
 
-CACHE_VERSION = 1
+CACHE_VERSION = 3  # 3: inputs and per-task targets as tensor columns, tasks and shapes in the metadata
 
 
 def cache_root(configured: str | os.PathLike | None = None) -> Path:
@@ -43,46 +45,70 @@ def write_atomically(table: pa.Table, path: Path) -> None:
 
 
 def cache_key(cfg: DataConfig) -> str:
-    fields = cfg.model_dump(exclude={"root", "download", "cache_dir", "max_train", "max_eval"})
+    fields = cfg.model_dump(exclude={"root", "download", "cache_dir", "max_train", "max_eval", "normalize"})  # applied on load
     fields["version"] = CACHE_VERSION
     if cfg.root is not None:
         fields["root"] = str(Path(cfg.root).resolve())
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _tensor_column(t: torch.Tensor) -> pa.Array:
+    """One value per sample: a number column for ``[N]``, else fixed-size binary of each sample's bytes."""
+    arr = t.detach().cpu().contiguous().numpy()
+    if arr.ndim == 1:
+        return pa.array(arr)
+    width = int(np.prod(arr.shape[1:])) * arr.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(arr), [None, pa.py_buffer(arr.tobytes())])
+
+
+def _column_tensor(column: pa.ChunkedArray, dtype: str, shape: list[int]) -> torch.Tensor:
+    column = column.combine_chunks()
+    if not shape:
+        return torch.from_numpy(column.to_numpy(zero_copy_only=False).astype(dtype, copy=True))
+    width = column.type.byte_width
+    start = column.offset * width
+    flat = np.frombuffer(column.buffers()[1], dtype=np.uint8)[start:start + len(column) * width]
+    return torch.from_numpy(flat.view(dtype).reshape(-1, *shape).copy())
+
+
+def _spec(t: torch.Tensor) -> dict[str, object]:
+    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape[1:])}
+
+
 def to_table(ds: MultiTaskDataset) -> pa.Table:
-    columns: dict[str, list] = {"split": [], "image": []}
-    for t in range(ds.num_tasks):
-        columns[f"label_{t}"] = []
-    for name in ("train", "val", "test"):
-        s = ds.split(name)
-        columns["split"] += [name] * len(s)
-        columns["image"] += [row.tobytes() for row in s.images.numpy().reshape(len(s), -1)]
-        for t in range(ds.num_tasks):
-            columns[f"label_{t}"] += s.labels[:, t].tolist()
-    return pa.table({"split": pa.array(columns["split"]).dictionary_encode(),
-                     "image": pa.array(columns["image"], type=pa.binary(IMAGE_SIZE * IMAGE_SIZE)),
-                     **{k: pa.array(v, type=pa.int8()) for k, v in columns.items() if k.startswith("label_")}})
+    """One row per sample: its split, its inputs ``x`` and one column ``y_<t>`` per task; the tasks, dtypes,
+    shapes and normalization in the schema's metadata (so a reader needs nothing else)."""
+    splits = [ds.split(name) for name in ("train", "val", "test")]
+    names = [name for name, s in zip(("train", "val", "test"), splits) for _ in range(len(s))]
+    x = torch.cat([s.x for s in splits])
+    targets = [torch.cat([s.targets[t] for s in splits]) for t in range(ds.num_tasks)]
+    columns = {"split": pa.array(names).dictionary_encode(), "x": _tensor_column(x)}
+    columns |= {f"y_{t}": _tensor_column(y) for t, y in enumerate(targets)}
+    first = ds.train
+    meta = {"x": _spec(x), "targets": [_spec(y) for y in targets], "tasks": [t.to_dict() for t in ds.tasks],
+            "input": {"scale": first.scale, "mean": first.mean, "std": first.std}}
+    return pa.table(columns).replace_schema_metadata({"pareto_ray": json.dumps(meta)})
 
 
-def from_table(table: pa.Table, num_tasks: int) -> MultiTaskDataset:
-    split_col = np.asarray(table.column("split").to_pylist())
-    flat = np.frombuffer(b"".join(table.column("image").to_pylist()), dtype=np.uint8)
-    images = torch.from_numpy(flat.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE).copy())
-    labels = torch.stack([torch.tensor(table.column(f"label_{t}").to_numpy(), dtype=torch.long)
-                          for t in range(num_tasks)], dim=1)
+def from_table(table: pa.Table) -> MultiTaskDataset:
+    meta = json.loads(table.schema.metadata[b"pareto_ray"])
+    split_col = table.column("split").combine_chunks().dictionary_decode().to_numpy(zero_copy_only=False)
+    x = _column_tensor(table.column("x"), **meta["x"])
+    targets = [_column_tensor(table.column(f"y_{t}"), **spec) for t, spec in enumerate(meta["targets"])]
+    norm = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["input"].items()}
     splits = {}
     for name in ("train", "val", "test"):
         mask = torch.as_tensor(split_col == name)
-        splits[name] = Split(images[mask], labels[mask])
-    return MultiTaskDataset(num_tasks=num_tasks, **splits)
+        splits[name] = Split(x[mask], [y[mask] for y in targets], **norm)
+    return MultiTaskDataset(tasks=[Task.from_dict(t) for t in meta["tasks"]], **splits)
 
 
 def cached(cfg: DataConfig, build: Callable[[], MultiTaskDataset]) -> MultiTaskDataset:
     """The dataset for ``cfg``: read from its Parquet cache, or ``build()`` once and cached."""
-    path = cache_dir(cfg) / f"{cfg.dataset}-t{cfg.num_tasks}-{cache_key(cfg)}.parquet"
+    stem = f"{cfg.dataset}-t{cfg.num_tasks}" if cfg.factory is None else "factory-" + re.sub(r"\W+", "_", cfg.factory)
+    path = cache_dir(cfg) / f"{stem}-{cache_key(cfg)}.parquet"
     if path.is_file():
-        return from_table(pq.read_table(path), cfg.num_tasks)
+        return from_table(pq.read_table(path))
     ds = build()
     write_atomically(to_table(ds), path)
     return ds
@@ -90,7 +116,4 @@ def cached(cfg: DataConfig, build: Callable[[], MultiTaskDataset]) -> MultiTaskD
 
 def trim(ds: MultiTaskDataset, max_train: int | None, max_eval: int | None) -> MultiTaskDataset:
     """The first ``max_train`` training and ``max_eval`` validation/test samples (None: all)."""
-    def cut(s: Split, k: int | None) -> Split:
-        return s if k is None else Split(s.images[:k], s.labels[:k])
-
-    return MultiTaskDataset(cut(ds.train, max_train), cut(ds.val, max_eval), cut(ds.test, max_eval), ds.num_tasks)
+    return MultiTaskDataset(ds.train.head(max_train), ds.val.head(max_eval), ds.test.head(max_eval), ds.tasks)

@@ -19,6 +19,7 @@ from pareto_ray.methods.pareto_mtl import ParetoMTL, ParetoMTLConfig
 from pareto_ray.methods.phn import PHN, PHNConfig
 from pareto_ray.methods.phn_lora import PHNLoRA, PHNLoRAConfig
 from pareto_ray.models import MultiTaskNet, PreferenceModel, build_backbone
+from pareto_ray.tasks import Task, classification_tasks
 
 METHODS: dict[str, tuple[type[Method], type[MethodConfig]]] = {
     "ls": (LinearScalarization, LSConfig),
@@ -38,12 +39,17 @@ def build_method(cfg: MethodConfig, num_tasks: int) -> Method:
     return method_cls(cfg, num_tasks)
 
 
-def build_model(model_cfg: Any, method_cfg: MethodConfig, num_tasks: int,
-                num_classes: int = 10) -> tuple[Method, PreferenceModel, MultiTaskNet]:
-    """(method, preference model, plain multi-task reference net) for a config's ``model:`` and ``method:``."""
-    method = build_method(method_cfg, num_tasks)
-    model = method.build_model(build_backbone(model_cfg, num_tasks, num_classes))
-    return method, model, build_backbone(model_cfg, num_tasks, num_classes)
+def build_model(model_cfg: Any, method_cfg: MethodConfig, tasks: list[Task] | int,
+                input_shape: tuple[int, ...] = (1, 28, 28)) -> tuple[Method, PreferenceModel, MultiTaskNet]:
+    """(method, preference model, plain multi-task reference net) for a config's ``model:`` and ``method:``.
+
+    ``tasks``: the dataset's task list, or a number of 10-way classification tasks.
+    """
+    if isinstance(tasks, int):
+        tasks = classification_tasks(tasks)
+    method = build_method(method_cfg, len(tasks))
+    model = method.build_model(build_backbone(model_cfg, tasks, input_shape))
+    return method, model, build_backbone(model_cfg, tasks, input_shape)
 
 
 __all__ = ["METHODS", "Method", "MethodConfig", "build_method", "build_model", "LSConfig", "PaLoRAConfig"]

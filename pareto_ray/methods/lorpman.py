@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
+from pareto_ray.layers import LowRankPreferenceLayer, default_targets, expand_attention, inject
 from pareto_ray.methods.base import Method, MethodConfig, past
 from pareto_ray.methods.regularizers import multi_forward_regularization, orthogonal_regularization
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
@@ -38,6 +38,9 @@ class LORPMANConfig(MethodConfig):
         default=0.8, ge=0, le=1, description="fraction of training after which only the low-rank matrices train "
                                              "(freeze epoch / epochs); null: never freeze")
     adapt_heads: bool = Field(default=False, description="also adapt the task heads (the paper adapts the shared bottom)")
+    conv_style: Literal["kernel", "channel"] = Field(
+        default="kernel", description="convolution adapters: LoRA's kernel-shaped B·A (the paper reshapes convolutions "
+                                      "as Hu et al., §4.2) or an r-channel convolution then 1×1; see LowRankPreferenceLayer")
     target_modules: list[str] | None = Field(
         default=None, description="module names/regexes to adapt; default every Conv2d/Linear of the encoder")
 
@@ -53,9 +56,10 @@ class LORPMAN(Method):
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
-        layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, self.cfg.scale))
+        layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, self.cfg.scale,
+                                                                    self.cfg.conv_style))
         model = AdaptedModel(net, layers)
-        low_rank = {id(p) for layer in layers for p in (layer.lora_A, layer.lora_B)}
+        low_rank = {id(p) for layer in expand_attention(layers) for p in (layer.lora_A, layer.lora_B)}
         self.main_parameters = [p for p in model.parameters() if id(p) not in low_rank]
         return model
 

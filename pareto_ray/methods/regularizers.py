@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pareto_ray.layers import LowRankPreferenceLayer
+from pareto_ray.layers import LowRankPreferenceLayer, expand_attention
 
 
 def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
@@ -38,6 +38,7 @@ def multi_forward_regularization(task_losses: torch.Tensor, rays: torch.Tensor) 
 def orthogonal_regularization(layers: list[LowRankPreferenceLayer], subset: torch.Tensor | None = None) -> torch.Tensor:
     """R_o = mean over layers of ‖ŴᵀŴ − I‖², Ŵ's columns the normalized flattened B_i A_i (tasks in ``subset``)."""
     total = None
+    layers = expand_attention(layers)
     for layer in layers:
         a, b = layer.lora_A, layer.lora_B
         if subset is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pareto_ray.data import NORMALIZE_MEAN, NORMALIZE_STD
-from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_inputs
+from pareto_ray.data import input_normalization
+from pareto_ray.serving.inputs import check_preference, parse_inputs
 from pareto_ray.serving.loading import ServedModel
 from pareto_ray.serving.predictors import BatchItem, ItemResult, make_predictor
 from pareto_ray.serving.schemas import (
@@ -28,7 +28,8 @@ class Engine:
         self.served = served
         self.settings = settings or ServeSettings()
         self.num_tasks = served.model.num_tasks
-        self.predictor = make_predictor(served.model, self.settings, backbone_only)
+        self.input_shape = served.dataset.input_shape
+        self.predictor = make_predictor(served.model, self.settings, backbone_only, self.input_shape)
         self.backbone_only = backbone_only
 
     def configure(self, settings: ServeSettings) -> None:
@@ -38,7 +39,7 @@ class Engine:
     def validate(self, request: PredictRequest) -> BatchItem:
         s = self.settings
         key = check_preference(request.preference, self.num_tasks, s.preference_tolerance, s.allow_pseudo)
-        return BatchItem(parse_inputs(request.inputs, s.max_inputs), key)
+        return BatchItem(parse_inputs(request.inputs, s.max_inputs, self.input_shape), key)
 
     def run_batch(self, items: list[BatchItem]) -> list[ItemResult]:
         return self.predictor.run_batch(items, self.settings)
@@ -56,8 +57,8 @@ class Engine:
         return ModelInfo(
             method=s.method + (" (backbone only)" if self.backbone_only else ""),
             preference_conditioned=self.predictor.preference_conditioned, num_tasks=self.num_tasks,
-            num_classes=s.num_classes, backbone=s.cfg.model.backbone, input_shape=list(INPUT_SHAPE),
-            input_normalization={"mean": NORMALIZE_MEAN, "std": NORMALIZE_STD, "scale": 255.0}, source=s.source,
+            num_classes=s.num_classes, backbone=s.cfg.model.backbone, input_shape=list(self.input_shape),
+            input_normalization=dict(zip(("mean", "std"), input_normalization(s.cfg.data))) | {"scale": 255.0}, source=s.source,
             version=s.version, weights_sha256=s.weights_sha256, epoch=s.epoch, has_front=s.front is not None,
             settings=self.settings, forward_costs_ms=costs.as_ms() if costs else None, torch_threads=torch.get_num_threads(),
             cache=self.predictor.cache_stats())

@@ -11,10 +11,16 @@ import pyarrow as pa
 import torch
 from pydantic import ValidationError
 
-from pareto_ray.checkpoint import CheckpointError, load_model, read_checkpoint_front, read_state
+from pareto_ray.checkpoint import (
+    CheckpointError,
+    DatasetSpec,
+    load_model,
+    read_checkpoint_front,
+    read_dataset_spec,
+    read_state,
+)
 from pareto_ray.config import Config
 from pareto_ray.models import PreferenceModel
-from pareto_ray.serving.inputs import INPUT_SHAPE
 from pareto_ray.tracking import MLFLOW_SCHEMES, ModelSourceError, download_model
 
 
@@ -30,6 +36,7 @@ class ServedModel:
     weights_sha256: str
     epoch: int | None
     num_classes: int
+    dataset: DatasetSpec
 
 
 def load_served_model(source: str, tracking_uri: str | None = None) -> ServedModel:
@@ -69,9 +76,10 @@ def _load(path: Path, source: str, version: str) -> ServedModel:
         epoch = int(read_state(path)["epoch"])
     except (CheckpointError, ValueError, KeyError, TypeError):
         epoch = None
-    with torch.inference_mode():
+    spec = read_dataset_spec(path, cfg)
+    with torch.inference_mode():  # the model runs on an input of its shape
         t = model.num_tasks
-        num_classes = model.forward_ray(torch.zeros(1, *INPUT_SHAPE), torch.full((t,), 1.0 / t))[0].shape[-1]
+        num_classes = model.forward_ray(torch.zeros(1, *spec.input_shape), torch.full((t,), 1.0 / t))[0].shape[-1]
     return ServedModel(model=model, cfg=cfg, method=cfg.method.name, preference_conditioned=method.preference_conditioned,
                        front=front, source=source, version=version, weights_sha256=sha, epoch=epoch,
-                       num_classes=int(num_classes))
+                       num_classes=int(num_classes), dataset=spec)

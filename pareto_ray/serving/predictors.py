@@ -218,7 +218,9 @@ class ConditionedPredictor(Predictor):
 
     preference_conditioned = True
 
-    def __init__(self, model: PreferenceModel, settings: ServeSettings, costs: PathCosts | None = None):
+    def __init__(self, model: PreferenceModel, settings: ServeSettings, costs: PathCosts | None = None,
+                 input_shape: tuple[int, ...] = INPUT_SHAPE):
+        self.input_shape = tuple(input_shape)
         self.model = model.eval()
         self.cache = MergedWeightCache(model, settings.cache_size) if MergedWeightCache.supports(model) else None
         self.base = base_network(model) if self.cache is not None else None
@@ -290,7 +292,7 @@ def measure_path_costs(predictor: ConditionedPredictor, small: int = 1, large: i
     t = predictor.model.num_tasks
     key = tuple([1.0 / t] * t)
     sizes = (small, large)
-    xs = {n: torch.zeros(n, *INPUT_SHAPE) for n in sizes}
+    xs = {n: torch.zeros(n, *predictor.input_shape) for n in sizes}
     prefs = {n: torch.full((n, t), 1.0 / t) for n in sizes}
     fns: dict[str, Any] = {f"per_sample{n}": (lambda n=n: predictor.forward_per_sample(xs[n], prefs[n])) for n in sizes}
     if predictor.cache is not None:
@@ -309,7 +311,8 @@ def measure_path_costs(predictor: ConditionedPredictor, small: int = 1, large: i
     return PathCosts(m_call, m_sample, best.get("merge", 0.0), p_call, p_sample)
 
 
-def make_predictor(model: PreferenceModel, settings: ServeSettings, backbone_only: bool = False) -> Predictor:
+def make_predictor(model: PreferenceModel, settings: ServeSettings, backbone_only: bool = False,
+                   input_shape: tuple[int, ...] = INPUT_SHAPE) -> Predictor:
     """The predictor for a model.  ``backbone_only`` serves the bare base network, ignoring λ
     (the no-conditioning limit the load benchmark compares against)."""
     if isinstance(model, FixedModel):
@@ -318,4 +321,4 @@ def make_predictor(model: PreferenceModel, settings: ServeSettings, backbone_onl
         if not MergedWeightCache.supports(model):
             raise ValueError("backbone_only needs a low-rank adapted model (e.g. PaLoRA): others have no bare backbone")
         return FixedPredictor(base_network(model))
-    return ConditionedPredictor(model, settings)
+    return ConditionedPredictor(model, settings, input_shape=input_shape)

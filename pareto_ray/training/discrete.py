@@ -64,7 +64,7 @@ def concurrency(cfg: Config, subproblems: int) -> int:
 def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_state: dict | None = None) -> Path:
     """One ``DiscreteFrontModel`` checkpoint from the K subproblem checkpoints, with its validation front."""
     data = load_dataset(cfg.data)
-    method, model, _ = build_model(cfg.model, cfg.method, data.num_tasks, data.num_classes)
+    method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     if len(checkpoints) != len(model.nets):
         raise ValueError(f"{len(checkpoints)} subproblem checkpoints for {len(model.nets)} preferences")
     epochs = []
@@ -72,10 +72,10 @@ def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_s
         child, _, _ = ckpt.load_model(path)
         net.load_state_dict(child.nets[0].state_dict())
         epochs.append(ckpt.read_state(path)["epoch"])
-    table = evaluate_front(model, data.val, method.eval_rays(None), cfg.train.eval_batch_size)
+    table = evaluate_front(model, data.val, method.eval_rays(None), cfg.train.eval_batch_size, tasks=data.tasks)
     metrics = {f"val_{k}": v for k, v in front_metrics(table, cfg.eval.loss_reference).items()}
     state = {"epoch": min(epochs), "metrics": metrics, **(extra_state or {})}
-    return ckpt.save_checkpoint(out, model, cfg, state, front=table)
+    return ckpt.save_checkpoint(out, model, cfg, state, front=table, dataset=ckpt.DatasetSpec.of(data))
 
 
 def fit_discrete(cfg: Config) -> FitResult:
@@ -85,7 +85,7 @@ def fit_discrete(cfg: Config) -> FitResult:
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
     data = load_dataset(cfg.data)  # build the Parquet cache once, before any run needs it
-    method, _, _ = build_model(cfg.model, cfg.method, data.num_tasks, data.num_classes)
+    method, _, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     subproblems = len(method.members)
     parallel = concurrency(cfg, subproblems)
     print(f"[{cfg.name}] {subproblems} Pareto MTL subproblems, {parallel} at a time", flush=True)

@@ -23,7 +23,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", output: str
     model, method, cfg = load_model(checkpoint, device)
     data = load_dataset(cfg.data)
     rays = method.eval_rays(simplex_grid(data.num_tasks, cfg.eval.grid_points))
-    table = evaluate_front(model, data.split(split), rays, cfg.train.eval_batch_size, device)
+    table = evaluate_front(model, data.split(split), rays, cfg.train.eval_batch_size, device, tasks=data.tasks)
     out = Path(output) if output else Path(checkpoint).parent / "fronts"
     front = write_front(table, out / f"{split}_front.parquet")
     plot = plot_front(table, out / f"{split}_front.png", f"{cfg.name}: {cfg.method.name} on {cfg.data.dataset} ({split})")

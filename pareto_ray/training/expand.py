@@ -23,7 +23,10 @@ from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front, front_metrics, plot_front, write_front
 from pareto_ray.loop import build_optimizer, train_epoch
 from pareto_ray.methods import build_method
+from pareto_ray.models import PreferenceModel
 from pareto_ray.preferences import simplex_grid
+from pareto_ray.splits import Split
+from pareto_ray.tasks import Task
 
 #: PaLoRA §6.2's probes outside the simplex: core network alone, and each task's adapter negated.
 PSEUDO_PREFERENCES_2 = [(0.0, 0.0), (1.0, -1.0), (-1.0, 1.0)]
@@ -50,7 +53,8 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.data)
     grid = simplex_grid(data.num_tasks, cfg.eval.grid_points)
-    start_table = evaluate_front(base, data.test, base_method.eval_rays(grid), cfg.train.eval_batch_size, device)
+    start_table = evaluate_front(base, data.test, base_method.eval_rays(grid), cfg.train.eval_batch_size, device,
+                                 tasks=data.tasks)
 
     net = base.net
     for p in net.parameters():  # one process, no DDP: the core network is simply frozen
@@ -62,16 +66,17 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
     history = []
     for epoch in range(cfg.train.epochs):
         metrics = train_epoch(model, method, optimizer, data.train, epoch, cfg.train.epochs, cfg.train.batch_size,
-                              cfg.seed, device)
-        val = front_metrics(evaluate_front(model, data.val, grid, cfg.train.eval_batch_size, device),
+                              cfg.seed, device, tasks=data.tasks)
+        val = front_metrics(evaluate_front(model, data.val, grid, cfg.train.eval_batch_size, device, tasks=data.tasks),
                             cfg.eval.loss_reference)
         history.append({**metrics, "epoch": epoch, "val_hv": val["hv"]})
     seconds = time.perf_counter() - started
 
     out = Path(output)
-    table = evaluate_front(model, data.test, method.eval_rays(grid), cfg.train.eval_batch_size, device)
+    table = evaluate_front(model, data.test, method.eval_rays(grid), cfg.train.eval_batch_size, device, tasks=data.tasks)
     saved = ckpt.save_checkpoint(out / "checkpoint", model, cfg, {"epoch": cfg.train.epochs - 1, "metrics": history[-1],
-                                                                   "expanded_from": str(checkpoint)}, optimizer, table)
+                                                                   "expanded_from": str(checkpoint)}, optimizer, table,
+                                 ckpt.DatasetSpec.of(data))
     front = write_front(table, out / "test_front.parquet")
     plot = plot_front(table, out / "test_front.png", f"Pareto expansion of {base_cfg.name} ({cfg.data.dataset}, test)")
     result: dict[str, Any] = {
@@ -80,13 +85,14 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
         "checkpoint": str(saved), "front": str(front), "plot": str(plot), "seconds": seconds, "history": history,
     }
     if pseudo:
-        result["pseudo"] = pseudo_table(model, data.test, cfg.train.eval_batch_size, device).to_pylist()
+        result["pseudo"] = pseudo_table(model, data.test, cfg.train.eval_batch_size, device, data.tasks).to_pylist()
     return result
 
 
-def pseudo_table(model, split, batch_size: int = 1024, device: torch.device | str = "cpu") -> pa.Table:
+def pseudo_table(model: PreferenceModel, split: Split, batch_size: int = 1024, device: torch.device | str = "cpu",
+                 tasks: list[Task] | None = None) -> pa.Table:
     """Accuracy under PaLoRA §6.2's pseudopreferences (two tasks) next to (1, 0), (0, 1), (½, ½)."""
     if model.num_tasks != 2:
         raise ValueError("the pseudopreference probe is defined for two tasks")
     rays = torch.tensor([(1.0, 0.0), (0.0, 1.0), (0.5, 0.5), *PSEUDO_PREFERENCES_2])
-    return evaluate_front(model, split, rays, batch_size, device, allow_pseudo=True)
+    return evaluate_front(model, split, rays, batch_size, device, allow_pseudo=True, tasks=tasks)

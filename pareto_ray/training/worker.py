@@ -50,7 +50,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed)
 
     data = load_dataset(cfg.data)
-    method, model, _ = build_model(cfg.model, cfg.method, data.num_tasks, data.num_classes)
+    method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
+    spec = ckpt.DatasetSpec.of(data)
     start_epoch, restored_metrics = 0, None
     restored = ray.train.get_checkpoint()
     if restored:
@@ -73,17 +74,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     per_sample = use_per_sample(cfg, device)
     for epoch in range(start_epoch, cfg.train.epochs):
         metrics = train_epoch(ddp_model, method, optimizer, data.train, epoch, cfg.train.epochs,
-                              cfg.train.batch_size, cfg.seed, device, rank, world, per_sample)
+                              cfg.train.batch_size, cfg.seed, device, rank, world, per_sample, data.tasks)
         metrics = _mean_over_workers(metrics, device)
         metrics["epoch"] = epoch
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             continue
-        table = evaluate_front(model, data.val, grid, cfg.train.eval_batch_size, device)
+        table = evaluate_front(model, data.val, grid, cfg.train.eval_batch_size, device, tasks=data.tasks)
         metrics |= {f"val_{k}": v for k, v in front_metrics(table, cfg.eval.loss_reference).items()}
         with tempfile.TemporaryDirectory() as tmp:
             state = {"epoch": epoch, "metrics": metrics}
-            ckpt.save_checkpoint(tmp, model, cfg, state, optimizer, table)
+            ckpt.save_checkpoint(tmp, model, cfg, state, optimizer, table, spec)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         # Ray Train registers a reported checkpoint asynchronously: wait until it has, so that a worker killed
         # from here on restarts from this epoch, not from the one before.
