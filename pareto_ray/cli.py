@@ -104,7 +104,8 @@ def cmd_toy(args: argparse.Namespace, console: Console) -> int:
     from pareto_ray.toy import plot_toy, run_toy
 
     result = run_toy(args.method, args.problem, args.set)
-    table = Table(title=f"{args.method} on {args.problem} ({result['steps']} steps, {result['seconds']:.1f} s)")
+    table = Table(title=f"{args.method} on {args.problem} ({result['optimizer']}, {result['steps']} steps, "
+                        f"lr {result['lr']:g}, {result['seconds']:.1f} s)")
     keys = ["igd", "igd_relative", "hv_ratio", "nondominated"]
     for key in keys:
         table.add_column(key, justify="right")
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--method", required=True, help="method name, e.g. palora, lorpman, pamal, phn_lora")
     toy.add_argument("--problem", required=True, help="toy, toy_scaled, concave, zdt1 or zdt2")
     toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="trainer (steps, lr, seed, eval_points) or method setting, e.g. --set solver=epo")
+                     help="trainer (optimizer, steps, lr, seed, eval_points) or method setting, e.g. --set solver=epo")
     toy.add_argument("--plot", help="save the learned front over the true one as this PNG")
     toy.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     toy.set_defaults(func=cmd_toy)
