@@ -7,6 +7,7 @@ papers), written as Parquet next to a PNG plot of the front.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,7 @@ def plot_front(table: pa.Table, path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("task 1 acc")
         ax.set_ylabel("task 2 acc")
         ax.set_zlabel("task 3 acc")
-    ax.set_title(title or "Pareto front")
+    ax.set_title(textwrap.fill(title or "Pareto front", 40))  # long run names: wrapped, not clipped at the edges
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
