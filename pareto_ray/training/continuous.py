@@ -23,7 +23,7 @@ from pareto_ray import tracking
 from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import write_front
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths, worker_resources
 from pareto_ray.training.evaluate import evaluate_checkpoint
 from pareto_ray.training.worker import fault_injection, train_loop_per_worker
 
@@ -59,7 +59,7 @@ def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list[UserCallba
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "fail_at": fault_injection(cfg)},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+                                     resources_per_worker=worker_resources(cfg.ray)),
         run_config=RunConfig(
             name=cfg.name, storage_path=cfg.ray.storage_path,
             callbacks=[tracking.EpochLogger(uri, run_id), *(callbacks or [])],
@@ -70,9 +70,13 @@ def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list[UserCallba
 
 
 def fit_continuous(cfg: Config, parent_run_id: str | None = None) -> FitResult:
-    """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``)."""
+    """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``).
+
+    A cluster that cannot hold the workers fails before anything starts (``runtime.ensure_resources``).
+    """
     cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
     init_ray(cfg.ray.address)
+    ensure_resources(cfg.ray)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
     load_dataset(cfg.data)  # build the Parquet cache once, before the workers need it

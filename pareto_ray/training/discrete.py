@@ -32,7 +32,7 @@ from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front, front_metrics
 from pareto_ray.methods import build_model
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.training.continuous import FitResult, finalize, fit_continuous
 
 FRONT_CHECKPOINT = "front_checkpoint"
@@ -82,6 +82,7 @@ def fit_discrete(cfg: Config) -> FitResult:
     """Train the K subproblems as concurrent Ray Train runs under one parent MLflow run; return the front's FitResult."""
     cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
     init_ray(cfg.ray.address)
+    ensure_resources(cfg.ray)  # each subproblem's run: they queue for the cluster, but each must fit it
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
     data = load_dataset(cfg.data)  # build the Parquet cache once, before any run needs it

@@ -38,7 +38,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from pareto_ray import tracking
 from pareto_ray.config import Config, ConfigError, parse_config
 from pareto_ray.data import load_dataset
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.search_space import ParamSpec, field_info, is_int_field, with_params
 from pareto_ray.training.continuous import build_trainer
 from pareto_ray.training.evaluate import evaluate_checkpoint
@@ -217,7 +217,10 @@ def build_tuner(cfg: Config, state: SweepState) -> Any:
 
 
 def run_sweep(cfg: Config, num_samples: int | None = None) -> SweepResult:
-    """Run the sweep a config's ``tune:`` section describes, then summarize and track it."""
+    """Run the sweep a config's ``tune:`` section describes, then summarize and track it.
+
+    A cluster that cannot hold one trial (its driver and its workers) fails before anything starts.
+    """
     if cfg.tune is None:
         raise ConfigError("the config has no tune: section (see jobs/configs/tune_quickstart.yaml)")
     if num_samples is not None:
@@ -236,6 +239,7 @@ def run_sweep(cfg: Config, num_samples: int | None = None) -> SweepResult:
         raise ConfigError(f"sweep {name!r} already exists at {experiment}: continue it with --resume {experiment}, "
                           f"or set another name")
     init_ray(cfg.ray.address)
+    ensure_resources(cfg.ray, trial_cpus=cfg.tune.trial_cpus)
     params = {k: v for k, v in cfg.flat().items() if v is not None or not k.startswith("tune.")}  # unused kinds
     parent_run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, name, params)
     load_dataset(run_cfg.data)  # build the Parquet cache once, before the trials' workers need it
@@ -252,6 +256,7 @@ def resume_sweep(path: str | Path) -> SweepResult:
     state = SweepState.read(experiment)
     run_cfg = Config.model_validate(state.run_config)
     init_ray(run_cfg.ray.address)
+    ensure_resources(run_cfg.ray, trial_cpus=run_cfg.tune.trial_cpus)
     tracking.start_run(state.tracking_uri, run_cfg.mlflow.experiment, state.name, {})  # reopens the parent run
     tuner = tune.Tuner.restore(str(experiment), trainable=_trainable(run_cfg, state),
                                resume_unfinished=True, resume_errored=True)
