@@ -36,8 +36,27 @@ class ResourceError(ConfigError):
     """The cluster cannot hold a run's workers, and no nodes joined in time (or none can)."""
 
 
-def init_ray(address: str | None = None) -> None:
-    """Connect to ``address`` (or the job's cluster), else start a local instance."""
+class _DropNotice(logging.Filter):
+    """Drops log records that start with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+#: Ray's notice, on every new local instance, that it turned token authentication on (its default, kept).
+_TOKEN_NOTICE = ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
+
+
+def init_ray(address: str | None = None, verbose: bool = False) -> None:
+    """Connect to ``address`` (or the job's cluster), else start a local instance.
+
+    A local instance gets no preemption watcher (no node of it is ever drained; Ray Train's watcher logs an error
+    line on every run) and, unless ``verbose``, drops Ray's notice that token authentication is on.
+    """
     if ray.is_initialized():
         return
     # Train V2 polls its controller through the dashboard; without one it logs a
@@ -45,9 +64,30 @@ def init_ray(address: str | None = None) -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.state_manager").setLevel(logging.ERROR)
     starts_local = address is None and not os.environ.get("RAY_ADDRESS")
     local = _local_dashboard() if starts_local else {}
-    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING, **local)
+    notice = logging.getLogger(_TOKEN_NOTICE[0])
+    quiet = _DropNotice(_TOKEN_NOTICE[1])
+    if starts_local:
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # Ray Train hands it to its controller
+        if not verbose:
+            notice.addFilter(quiet)
+    try:
+        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING, **local)
+    finally:
+        notice.removeFilter(quiet)
     if starts_local:
         _started_here.add(ray.get_runtime_context().gcs_address)
+
+
+#: Where Ray Train (2.60) logs each report on every worker ("Reporting training result …" with the whole metrics
+#: dict): a logger named by that module's file path, outside ``ray.train``, so ``RunConfig.logging_config`` misses it.
+_WORKER_REPORT_LOGGER = os.path.join("train", "v2", "_internal", "execution", "context.py")
+
+
+def quiet_worker_reports() -> None:
+    """On a Ray Train worker: log Ray Train's per-report lines only at WARNING and above."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.endswith(_WORKER_REPORT_LOGGER):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _local_dashboard() -> dict[str, Any]:
