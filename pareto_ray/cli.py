@@ -33,17 +33,23 @@ def _emit_json(payload: dict[str, Any]) -> None:
     print(json.dumps(payload, default=float), flush=True)
 
 
+def _print_whole(console: Console, text: str) -> None:
+    """Lines with paths in them, never wrapped (a piped console is 80 columns wide) nor read as markup."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from pareto_ray.fronts import read_front
-    from pareto_ray.training import fit
+    from pareto_ray.training import ProgressDisplay, fit
 
     cfg = load_config(args.config, args.set)
-    result = fit(cfg)
+    with ProgressDisplay(console) as progress:
+        result = fit(cfg, progress=progress, verbose=args.verbose)
     console.print(_front_table(read_front(result.front), f"{result.run_name}: test front"))
     console.print(f"val HV {result.val_hv:.4f}   test HV {result.test_hv:.4f}   "
                   f"non-dominated {int(result.test_metrics['nondominated'])}")
-    console.print(f"checkpoint: {result.checkpoint}\nfront: {result.front}\nplot: {result.plot}\n"
-                  f"MLflow run: {result.run_id}  (resume with --set name={result.run_name})")
+    _print_whole(console, f"checkpoint: {result.checkpoint}\nfront: {result.front}\nplot: {result.plot}\n"
+                          f"MLflow run: {result.run_id}  (resume with --set name={result.run_name})")
     if args.json:
         _emit_json(result.summary())
     return 0
@@ -56,6 +62,7 @@ def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     out = evaluate_checkpoint(args.checkpoint, args.split, args.output)
     console.print(_front_table(read_front(out["front"]), f"{args.checkpoint}: {args.split} front"))
     console.print(f"{args.split} HV {out['hv']:.4f}   non-dominated {int(out['nondominated'])}")
+    _print_whole(console, f"front: {out['front']}\nplot: {out['plot']}")
     if args.json:
         _emit_json(out)
     return 0
@@ -67,9 +74,9 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     if args.resume:
         if args.config or args.set or args.num_samples:
             raise ConfigError("--resume continues a sweep as it was started: drop --config, --set and --num-samples")
-        result = resume_sweep(args.resume)
+        result = resume_sweep(args.resume, verbose=args.verbose)
     elif args.config:
-        result = run_sweep(load_config(args.config, args.set), args.num_samples)
+        result = run_sweep(load_config(args.config, args.set), args.num_samples, verbose=args.verbose)
     else:
         raise ConfigError("give --config FILE (with a tune: section) or --resume SWEEP_FOLDER")
     table = Table(title=f"sweep {result.name}: {result.table.num_rows} trials ({result.stopped_early} stopped early)")
@@ -81,12 +88,12 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
     console.width = max(console.width, 160)  # the table is wide: let it wrap rather than elide
     console.print(table)
     if result.interrupted:
-        console.print(f"[bold yellow]interrupted:[/] continue with  pareto-ray tune --resume {result.experiment_path}")
+        _print_whole(console, f"interrupted: continue with  pareto-ray tune --resume {result.experiment_path}")
     else:
-        console.print(f"best: trial {result.best['trial_id']}  val HV {result.best_val_hv:.4f}  "
-                      f"test HV {result.best_test_hv:.4f}\nbest config: {result.best_config}\n"
-                      f"best checkpoint: {result.best_checkpoint}")
-    console.print(f"sweep table: {result.table_path}\nMLflow parent run: {result.parent_run_id}")
+        _print_whole(console, f"best: trial {result.best['trial_id']}  val HV {result.best_val_hv:.4f}  "
+                              f"test HV {result.best_test_hv:.4f}\nbest config: {result.best_config}\n"
+                              f"best checkpoint: {result.best_checkpoint}")
+    _print_whole(console, f"sweep table: {result.table_path}\nMLflow parent run: {result.parent_run_id}")
     if args.json:
         _emit_json(result.summary())
     return 130 if result.interrupted else 0
@@ -104,14 +111,15 @@ def cmd_toy(args: argparse.Namespace, console: Console) -> int:
     from pareto_ray.toy import plot_toy, run_toy
 
     result = run_toy(args.method, args.problem, args.set)
-    table = Table(title=f"{args.method} on {args.problem} ({result['steps']} steps, {result['seconds']:.1f} s)")
+    table = Table(title=f"{args.method} on {args.problem} ({result['optimizer']}, {result['steps']} steps, "
+                        f"lr {result['lr']:g}, {result['seconds']:.1f} s)")
     keys = ["igd", "igd_relative", "hv_ratio", "nondominated"]
     for key in keys:
         table.add_column(key, justify="right")
     table.add_row(*(f"{result[k]:.4g}" for k in keys))
     console.print(table)
     if args.plot:
-        console.print(f"plot: {plot_toy(result, args.plot)}")
+        _print_whole(console, f"plot: {plot_toy(result, args.plot)}")
     if args.json:
         _emit_json({k: v for k, v in result.items() if k not in ("rays", "points")})
     return 0
@@ -128,7 +136,7 @@ def cmd_expand(args: argparse.Namespace, console: Console) -> int:
                   f"non-dominated {int(out['nondominated'])}   {out['seconds']:.1f} s")
     if args.pseudo:
         console.print(_front_table(pa.Table.from_pylist(out["pseudo"]), "pseudopreferences (test)"))
-    console.print(f"checkpoint: {out['checkpoint']}\nfront: {out['front']}\nplot: {out['plot']}")
+    _print_whole(console, f"checkpoint: {out['checkpoint']}\nfront: {out['front']}\nplot: {out['plot']}")
     if args.json:
         _emit_json({k: v for k, v in out.items() if k != "history"})
     return 0
@@ -143,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     train.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    train.add_argument("--verbose", action="store_true",
+                       help="also show Ray Train's INFO lines (every report and checkpoint, worker-group start)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="re-evaluate a checkpoint's front on a split")
@@ -159,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--num-samples", type=int, help="override tune.num_samples")
     tune.add_argument("--resume", metavar="PATH", help="continue an interrupted sweep from its folder")
     tune.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    tune.add_argument("--verbose", action="store_true", help="also show the trials' Ray Train INFO lines")
     tune.set_defaults(func=cmd_tune)
 
     srv = sub.add_parser("serve", help="serve a trained model over HTTP with Ray Serve (any λ per request)")
@@ -173,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--method", required=True, help="method name, e.g. palora, lorpman, pamal, phn_lora")
     toy.add_argument("--problem", required=True, help="toy, toy_scaled, concave, zdt1 or zdt2")
     toy.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="trainer (steps, lr, seed, eval_points) or method setting, e.g. --set solver=epo")
+                     help="trainer (optimizer, steps, lr, seed, eval_points) or method setting, e.g. --set solver=epo")
     toy.add_argument("--plot", help="save the learned front over the true one as this PNG")
     toy.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     toy.set_defaults(func=cmd_toy)

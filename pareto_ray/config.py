@@ -140,6 +140,10 @@ class RayConfig(Section):
                                                                    "Kubernetes volume on a cluster)")
     max_failures: int = Field(default=1, ge=-1, description="worker-group restarts from the latest checkpoint; -1 = unlimited")
     num_to_keep: int = Field(default=2, ge=1, description="checkpoints kept, best by val_hv")
+    resources_timeout_s: float | None = Field(
+        default=None, ge=0, description="when the cluster has too few CPUs/GPUs (or none large enough) for the "
+                                        "workers: seconds to wait for nodes to join (an autoscaler's) before failing; "
+                                        "default 900 on a cluster, 0 on a local instance the run started itself")
 
 
 class MlflowConfig(Section):

@@ -11,6 +11,7 @@ which way is better and its hypervolume reference.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,7 @@ def plot_front(table: pa.Table, path: str | Path, title: str = "") -> Path:
             ax.plot(range(len(tasks)), row, "-", color=cmap(float(ray[0])), alpha=0.6, lw=1)
         ax.set_xticks(range(len(tasks)), labels, rotation=90, fontsize=7)
         fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=ax, label="λ₁")
-    ax.set_title(title or "Pareto front")
+    ax.set_title(textwrap.fill(title or "Pareto front", 40))  # long run names: wrapped, not clipped at the edges
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

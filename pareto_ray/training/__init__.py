@@ -8,11 +8,17 @@ from __future__ import annotations
 from pareto_ray.config import Config
 from pareto_ray.training.continuous import FitResult, fit_continuous
 from pareto_ray.training.discrete import fit_discrete, is_discrete
+from pareto_ray.training.progress import ProgressDisplay
 
 
-def fit(cfg: Config) -> FitResult:
-    """Train ``cfg``: a whole discrete front (Pareto MTL without a fixed subproblem) as K runs, else one run."""
-    return fit_discrete(cfg) if is_discrete(cfg) else fit_continuous(cfg)
+def fit(cfg: Config, progress: ProgressDisplay | None = None, verbose: bool = False) -> FitResult:
+    """Train ``cfg``: a whole discrete front (Pareto MTL without a fixed subproblem) as K runs, else one run.
+
+    ``progress`` shows each epoch on the driver; ``verbose`` brings back Ray Train's INFO lines.
+    """
+    if is_discrete(cfg):
+        return fit_discrete(cfg, progress=progress, verbose=verbose)
+    return fit_continuous(cfg, progress=progress, verbose=verbose)
 
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "ProgressDisplay", "fit"]

@@ -11,11 +11,12 @@ name resumes from the run's latest checkpoint.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from pareto_ray import checkpoint as ckpt
@@ -23,8 +24,9 @@ from pareto_ray import tracking
 from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import write_front
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths, worker_resources
 from pareto_ray.training.evaluate import evaluate_checkpoint
+from pareto_ray.training.progress import ProgressDisplay
 from pareto_ray.training.worker import fault_injection, train_loop_per_worker
 
 
@@ -48,37 +50,46 @@ class FitResult:
                 "test": self.test_metrics}
 
 
-def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list[UserCallback] | None = None) -> TorchTrainer:
+def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list[UserCallback] | None = None,
+                  verbose: bool = False) -> TorchTrainer:
     """The ``TorchTrainer`` for ``cfg`` (named ``cfg.name``; paths resolved); each epoch is logged into MLflow run ``run_id``.
 
     The Train run is found again by (``ray.storage_path``, ``cfg.name``): the same name resumes from its latest
     checkpoint.  ``callbacks`` run after the MLflow logger (a Tune trial passes ``TuneReportCallback``, which
-    may stop the trial: every epoch Tune sees is then already in MLflow).
+    may stop the trial: every epoch Tune sees is then already in MLflow).  Ray Train logs its warnings only,
+    unless ``verbose`` (then also its INFO lines: every report, checkpoint and worker-group start).
     """
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "fail_at": fault_injection(cfg)},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "fail_at": fault_injection(cfg), "verbose": verbose},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+                                     resources_per_worker=worker_resources(cfg.ray)),
         run_config=RunConfig(
             name=cfg.name, storage_path=cfg.ray.storage_path,
             callbacks=[tracking.EpochLogger(uri, run_id), *(callbacks or [])],
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.num_to_keep, checkpoint_score_attribute="val_hv",
                                                checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
     )
 
 
-def fit_continuous(cfg: Config, parent_run_id: str | None = None) -> FitResult:
-    """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``)."""
+def fit_continuous(cfg: Config, parent_run_id: str | None = None, progress: ProgressDisplay | None = None,
+                   verbose: bool = False) -> FitResult:
+    """Train ``cfg`` on Ray Train, then evaluate and track the final model (a child run when ``parent_run_id``).
+
+    ``progress`` shows each epoch on the driver; ``verbose`` brings back Ray Train's INFO lines.  A cluster that
+    cannot hold the workers fails before anything starts (``runtime.ensure_resources``).
+    """
     cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
-    init_ray(cfg.ray.address)
+    init_ray(cfg.ray.address, verbose=verbose)
+    ensure_resources(cfg.ray)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
     load_dataset(cfg.data)  # build the Parquet cache once, before the workers need it
-    trainer = build_trainer(cfg, uri, run_id)
     try:
-        result = trainer.fit()
+        with progress.track(cfg.name, cfg.train.epochs) if progress else nullcontext() as reporter:
+            result = build_trainer(cfg, uri, run_id, [reporter] if reporter else None, verbose=verbose).fit()
     except Exception:
         tracking.end_run(uri, run_id, "FAILED")
         raise

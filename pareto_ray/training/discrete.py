@@ -32,8 +32,9 @@ from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front, front_metrics
 from pareto_ray.methods import build_model
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.training.continuous import FitResult, finalize, fit_continuous
+from pareto_ray.training.progress import ProgressDisplay
 
 FRONT_CHECKPOINT = "front_checkpoint"
 
@@ -78,10 +79,14 @@ def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_s
     return ckpt.save_checkpoint(out, model, cfg, state, front=table, dataset=ckpt.DatasetSpec.of(data))
 
 
-def fit_discrete(cfg: Config) -> FitResult:
-    """Train the K subproblems as concurrent Ray Train runs under one parent MLflow run; return the front's FitResult."""
+def fit_discrete(cfg: Config, progress: ProgressDisplay | None = None, verbose: bool = False) -> FitResult:
+    """Train the K subproblems as concurrent Ray Train runs under one parent MLflow run; return the front's FitResult.
+
+    ``progress`` shows every subproblem's epochs; ``verbose`` brings back Ray Train's INFO lines.
+    """
     cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
-    init_ray(cfg.ray.address)
+    init_ray(cfg.ray.address, verbose=verbose)
+    ensure_resources(cfg.ray)  # each subproblem's run: they queue for the cluster, but each must fit it
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
     data = load_dataset(cfg.data)  # build the Parquet cache once, before any run needs it
@@ -92,7 +97,8 @@ def fit_discrete(cfg: Config) -> FitResult:
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="subproblem") as pool:
-            results = list(pool.map(lambda k: fit_continuous(subproblem_config(cfg, k), parent_run_id=parent_id),
+            results = list(pool.map(lambda k: fit_continuous(subproblem_config(cfg, k), parent_run_id=parent_id,
+                                                             progress=progress, verbose=verbose),
                                     range(subproblems)))
     except BaseException:
         tracking.end_run(uri, parent_id, "FAILED")

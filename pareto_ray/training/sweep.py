@@ -38,7 +38,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from pareto_ray import tracking
 from pareto_ray.config import Config, ConfigError, parse_config
 from pareto_ray.data import load_dataset
-from pareto_ray.runtime import init_ray, resolve_paths
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.search_space import ParamSpec, field_info, is_int_field, with_params
 from pareto_ray.training.continuous import build_trainer
 from pareto_ray.training.evaluate import evaluate_checkpoint
@@ -149,20 +149,20 @@ class EpochReportCallback(TuneReportCallback):
         super().after_report(run_context, metrics, checkpoint)
 
 
-def _trial(params: dict[str, Any], state: SweepState) -> None:
-    """One Tune trial: the Ray Train driver of one sampled config."""
+def _trial(params: dict[str, Any], state: SweepState, verbose: bool = False) -> None:
+    """One Tune trial: the Ray Train driver of one sampled config (``verbose``: with Ray Train's INFO lines)."""
     name = f"{state.name}-{ray.tune.get_context().get_trial_id()}"
     cfg = trial_config(state.run_config, params, name=name)
     run_id, _ = tracking.start_run(state.tracking_uri, cfg.mlflow.experiment, name, cfg.flat(),
                                    parent_run_id=state.parent_run_id)
     # A restored trial's Train run resumes from its checkpoint and reports that epoch again first (see worker.py),
     # so Tune sees the epochs it may have missed.
-    build_trainer(cfg, state.tracking_uri, run_id, callbacks=[_report_callback()]).fit()
+    build_trainer(cfg, state.tracking_uri, run_id, callbacks=[_report_callback()], verbose=verbose).fit()
     tracking.end_run(state.tracking_uri, run_id)  # a trial stopped early never gets here: ``finish`` closes its run
 
 
-def _trainable(cfg: Config, state: SweepState) -> Any:
-    return tune.with_resources(tune.with_parameters(_trial, state=state), {"cpu": cfg.tune.trial_cpus})
+def _trainable(cfg: Config, state: SweepState, verbose: bool = False) -> Any:
+    return tune.with_resources(tune.with_parameters(_trial, state=state, verbose=verbose), {"cpu": cfg.tune.trial_cpus})
 
 
 def _max_concurrent(cfg: Config) -> int:
@@ -204,10 +204,10 @@ def search_algorithm(cfg: Config) -> Any:
         raise ConfigError(f"tune.search: optuna is not installed ({exc}); pip install 'pareto-ray[optuna]'") from None
 
 
-def build_tuner(cfg: Config, state: SweepState) -> Any:
-    """The ``Tuner`` for a validated config with a ``tune:`` section."""
+def build_tuner(cfg: Config, state: SweepState, verbose: bool = False) -> Any:
+    """The ``Tuner`` for a validated config with a ``tune:`` section (``verbose``: trials log Ray Train's INFO lines)."""
     return tune.Tuner(
-        _trainable(cfg, state),
+        _trainable(cfg, state, verbose),
         param_space=param_space(cfg),
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=cfg.tune.num_samples,
                                     scheduler=scheduler(cfg), search_alg=search_algorithm(cfg)),
@@ -216,8 +216,11 @@ def build_tuner(cfg: Config, state: SweepState) -> Any:
     )
 
 
-def run_sweep(cfg: Config, num_samples: int | None = None) -> SweepResult:
-    """Run the sweep a config's ``tune:`` section describes, then summarize and track it."""
+def run_sweep(cfg: Config, num_samples: int | None = None, verbose: bool = False) -> SweepResult:
+    """Run the sweep a config's ``tune:`` section describes, then summarize and track it.
+
+    A cluster that cannot hold one trial (its driver and its workers) fails before anything starts.
+    """
     if cfg.tune is None:
         raise ConfigError("the config has no tune: section (see jobs/configs/tune_quickstart.yaml)")
     if num_samples is not None:
@@ -235,25 +238,27 @@ def run_sweep(cfg: Config, num_samples: int | None = None) -> SweepResult:
     if experiment.exists():
         raise ConfigError(f"sweep {name!r} already exists at {experiment}: continue it with --resume {experiment}, "
                           f"or set another name")
-    init_ray(cfg.ray.address)
+    init_ray(cfg.ray.address, verbose=verbose)
+    ensure_resources(cfg.ray, trial_cpus=cfg.tune.trial_cpus)
     params = {k: v for k, v in cfg.flat().items() if v is not None or not k.startswith("tune.")}  # unused kinds
     parent_run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, name, params)
     load_dataset(run_cfg.data)  # build the Parquet cache once, before the trials' workers need it
     state = SweepState(name=name, config=cfg.model_dump(mode="json"), run_config=run_cfg.model_dump(mode="json"),
                        tracking_uri=uri, parent_run_id=parent_run_id)
-    tuner = build_tuner(run_cfg, state)  # creates the experiment folder
+    tuner = build_tuner(run_cfg, state, verbose)  # creates the experiment folder
     state.write(experiment)
     return _fit(tuner, run_cfg, state, experiment)
 
 
-def resume_sweep(path: str | Path) -> SweepResult:
+def resume_sweep(path: str | Path, verbose: bool = False) -> SweepResult:
     """Continue an interrupted sweep from its folder: unfinished trials resume from their Train checkpoints."""
     experiment = Path(path).expanduser().resolve()
     state = SweepState.read(experiment)
     run_cfg = Config.model_validate(state.run_config)
-    init_ray(run_cfg.ray.address)
+    init_ray(run_cfg.ray.address, verbose=verbose)
+    ensure_resources(run_cfg.ray, trial_cpus=run_cfg.tune.trial_cpus)
     tracking.start_run(state.tracking_uri, run_cfg.mlflow.experiment, state.name, {})  # reopens the parent run
-    tuner = tune.Tuner.restore(str(experiment), trainable=_trainable(run_cfg, state),
+    tuner = tune.Tuner.restore(str(experiment), trainable=_trainable(run_cfg, state, verbose),
                                resume_unfinished=True, resume_errored=True)
     return _fit(tuner, run_cfg, state, experiment)
 

@@ -31,7 +31,7 @@ from pareto_ray.fronts import evaluate_front, front_metrics
 from pareto_ray.loop import build_optimizer, train_epoch
 from pareto_ray.methods import build_model
 from pareto_ray.preferences import simplex_grid
-from pareto_ray.runtime import storage_path
+from pareto_ray.runtime import quiet_worker_reports, storage_path
 
 
 def use_per_sample(cfg: Config, device: torch.device) -> bool:
@@ -43,6 +43,8 @@ def use_per_sample(cfg: Config, device: torch.device) -> bool:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
+    if not config.get("verbose"):
+        quiet_worker_reports()
     cfg = Config.model_validate(config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -89,8 +91,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # Ray Train registers a reported checkpoint asynchronously: wait until it has, so that a worker killed
         # from here on restarts from this epoch, not from the one before.
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
-              f"val_hv {metrics['val_hv']:.4f}  non-dominated {int(metrics['val_nondominated'])}", flush=True)
 
 
 #: Test hook: ``PARETO_RAY_FAIL_AT=epoch:step:rank`` (in the driver's environment) SIGKILLs the worker of that rank
