@@ -297,7 +297,9 @@ def test_engine_serves_a_saved_checkpoint(tmp_path):
     assert response.preference == [0.33, 0.67] and len(response.predictions) == 2
     assert len(response.predictions[0].classes) == 2 and len(response.predictions[1].probabilities[0]) == 10
     info = engine.info()
-    assert info.input_shape == [1, 28, 28] and info.has_front and info.forward_costs_ms["merged_call"] > 0
+    assert info.input_shape == [1, 28, 28] and info.has_front
+    costs = info.forward_costs_ms  # the fit clamps a noisy intercept to 0: only the whole cost is surely positive
+    assert min(costs.values()) >= 0 and costs["merged_call"] + costs["merged_sample"] > 0
     assert len(engine.front()) == 11 and engine.select(SelectRequest()).feasible
     with pytest.raises(RequestError, match="preference"):
         engine.validate(PredictRequest(preference=[0.5, 0.6], inputs=np.zeros((1, *INPUT_SHAPE)).tolist()))
