@@ -3,6 +3,7 @@ the two forward paths, the path rule, front selection and model loading."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,13 +18,14 @@ from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
 from pareto_ray.layers import LowRankPreferenceLayer
 from pareto_ray.methods import build_model
-from pareto_ray.serving.engine import Engine
-from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_inputs, preference_key
+from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_body, parse_inputs, parse_json, preference_key
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import (
     BatchItem,
     ConditionedPredictor,
     FixedPredictor,
+    ItemResult,
     MergedWeightCache,
     PathCosts,
     base_network,
@@ -31,7 +33,13 @@ from pareto_ray.serving.predictors import (
     make_predictor,
     measure_path_costs,
 )
-from pareto_ray.serving.schemas import Constraint, PredictRequest, RequestError, SelectRequest, ServeSettings
+from pareto_ray.serving.schemas import (
+    Constraint,
+    PredictRequest,
+    RequestError,
+    SelectRequest,
+    ServeSettings,
+)
 from pareto_ray.serving.selection import select_preference
 
 #: A cost model that makes "auto" pick merged for ≤ 2 groups of 8 samples, per-sample beyond.
@@ -78,6 +86,85 @@ def test_bad_preferences_name_the_field(pref, words):
 def test_pseudopreferences_still_must_sum_to_one():
     with pytest.raises(RequestError, match="sum to 1"):
         check_preference([1.5, -0.2], 2, 1e-3, allow_pseudo=True)
+
+
+@pytest.mark.parametrize("pref, ok", [
+    ([0.501009, 0.5], False), ([0.498991, 0.5], False),  # off 1 by 1.009e-3: beyond the documented 1e-3
+    ([0.5011, 0.5], False), ([0.5009, 0.5], True), ([0.4991, 0.5], True), ([0.5005, 0.5], True),
+])
+def test_preference_sum_tolerance_is_exactly_the_setting(pref, ok):
+    if ok:
+        assert math.isclose(sum(check_preference(pref, 2, 1e-3)), 1.0)
+    else:
+        with pytest.raises(RequestError, match="sum to 1"):
+            check_preference(pref, 2, 1e-3)
+
+
+def test_a_single_boolean_among_numbers_is_refused():
+    for number in (0.5, 1):  # NumPy would read [True, 0.5] as floats and [True, 1] as ints
+        x = np.full((2, *INPUT_SHAPE), number).tolist()
+        x[1][0][27][27] = True
+        with pytest.raises(RequestError, match="booleans"):
+            parse_inputs(x, 4)
+    assert parse_inputs(np.ones((2, *INPUT_SHAPE)).tolist(), 4).shape == (2, *INPUT_SHAPE)
+
+
+@pytest.mark.parametrize("body, status, field", [
+    (b'{"preference": [0.5, 0.5], "inputs": [], "preference": [1.0, 0.0]}', 400, "preference"),  # duplicate key
+    (b'{"constraints": [{"task": 1, "min": 0.5, "min": 0.9}]}', 400, "min"),
+    (b"{preference: oops", 400, "body"),
+    (b"\xff\xfe\x00garbage", 400, "body"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+    (b"", 400, "body"),
+    (b"[]", 422, "body"),
+    (b'"text"', 422, "body"),
+])
+def test_json_bodies_are_parsed_strictly(body, status, field):
+    with pytest.raises(RequestError) as err:
+        parse_body(body, PredictRequest)
+    assert (err.value.status, err.value.field) == (status, field), err.value
+    assert err.value.message and err.value.expected
+
+
+def test_nan_in_the_body_is_refused_by_the_field_that_holds_it():
+    assert math.isnan(parse_json(b"[NaN]")[0])  # what Python's json writes for nan
+    frontend = Frontend(ModelSummary(num_tasks=2, front=two_task_front()))
+    with pytest.raises(RequestError) as err:
+        frontend.parse_predict(b'{"preference": [NaN, 0.5], "inputs": [[[[0.0]]]]}')
+    assert (err.value.status, err.value.field) == (422, "preference")
+
+
+@pytest.mark.parametrize("bound", ["NaN", '"NaN"', "Infinity", "-Infinity", "true", "1e999", '"0.5"'])
+def test_select_bounds_must_be_finite_numbers(bound):
+    frontend = Frontend(ModelSummary(num_tasks=2, front=two_task_front()))
+    with pytest.raises(RequestError) as err:
+        frontend.parse_select(b'{"constraints": [{"task": 1, "min": %s}]}' % bound.encode())
+    assert (err.value.status, err.value.field) == (422, "constraints.0.min")
+    for bad in (b'{"constraints": [{"task": true, "min": 0.5}]}', b'{"constraints": [{"task": "1", "min": 0.5}]}',
+                b'{"resolution": 10.5}', b'{"objective": {"task": 1.0}}'):
+        with pytest.raises(RequestError):
+            frontend.parse_select(bad)
+    out = frontend.select(frontend.parse_select(b'{"constraints": [{"task": 1, "min": 1}]}'))  # an int is a number
+    assert not out.feasible and "nan" not in out.message
+
+
+def test_non_finite_outputs_are_refused_not_answered_with_null():
+    model, _ = adapted("mlp")
+    predictor = ConditionedPredictor(model, ServeSettings(), costs=COSTS)
+    frontend = Frontend(ModelSummary(num_tasks=2, front=None))
+    x = torch.full((1, *INPUT_SHAPE), 3e38)  # finite float32, far outside the trained range [-0.42, 2.82]
+    x[..., ::2] *= -1
+    item = frontend.parse_predict(json.dumps({"preference": [0.5, 0.5], "inputs": x.tolist()}).encode())
+    result = predictor.run_batch([item], ServeSettings())[0]
+    assert not torch.isfinite(result.probabilities[0]).all()  # the model really overflows here
+    with pytest.raises(RequestError) as err:
+        frontend.response(item, result)
+    assert (err.value.status, err.value.field) == (422, "inputs") and "trained" in err.value.message
+    nan = ItemResult([torch.tensor([[math.nan, 1.0]]), torch.tensor([[0.5, 0.5]])], "merged", 1, 1)
+    with pytest.raises(RequestError, match="not finite"):
+        frontend.response(item, nan)
+    fine = ItemResult([torch.tensor([[0.25, 0.75]])] * 2, "merged", 1, 1)
+    assert frontend.response(item, fine).predictions[0].classes == [1]
 
 
 def test_rounding_is_the_batching_key():
@@ -327,4 +414,13 @@ def test_missing_or_corrupted_checkpoints_fail_clearly(tmp_path):
     path = write_checkpoint(tmp_path / "ckpt3")
     (path / "front.parquet").write_bytes(b"not parquet")
     with pytest.raises(CheckpointError, match="front.parquet"):
+        load_served_model(str(path))
+
+
+def test_non_finite_weights_fail_the_load(tmp_path):
+    model, cfg = adapted("mlp")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = math.nan
+    path = save_checkpoint(tmp_path / "nan", model, cfg, {"epoch": 0, "metrics": {}})
+    with pytest.raises(CheckpointError, match="non-finite weights"):
         load_served_model(str(path))
