@@ -1,10 +1,13 @@
 """The serving core without Ray: validation, grouping by λ, the weight cache,
-the two forward paths, the path rule, front selection and model loading."""
+the two forward paths, the path rule, front selection, model loading and the
+ingress's guard (limits, auth, the body deadline)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from pareto_ray.config import load_config
 from pareto_ray.layers import LowRankPreferenceLayer
 from pareto_ray.methods import build_model
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.guard import Guard, GuardConfig, TokenError, read_token
 from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_body, parse_inputs, parse_json, preference_key
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import (
@@ -34,6 +38,7 @@ from pareto_ray.serving.predictors import (
     measure_path_costs,
 )
 from pareto_ray.serving.schemas import (
+    TOKEN_ENV,
     Constraint,
     PredictRequest,
     RequestError,
@@ -424,3 +429,121 @@ def test_non_finite_weights_fail_the_load(tmp_path):
     path = save_checkpoint(tmp_path / "nan", model, cfg, {"epoch": 0, "metrics": {}})
     with pytest.raises(CheckpointError, match="non-finite weights"):
         load_served_model(str(path))
+
+
+# ----------------------------------------------------------------------------- the ingress's guard
+
+class Echo:
+    """A downstream ASGI app that answers 200 with the body it read; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def __call__(self, scope, receive, send):
+        self.calls += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def call(app, method="POST", path="/v1/predict", headers=(), chunks=(), hang=False):
+    """One request through ``app`` at the ASGI level: the body in ``chunks``; ``hang``: the client then stalls."""
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1 or hang}
+                for i, c in enumerate(chunks or [b""])]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that never sends the rest (nor disconnects)
+
+    async def send(message):
+        sent.append(message)
+
+    async def main():
+        await asyncio.wait_for(app(scope, receive, send), 10)
+
+    asyncio.run(main())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def guarded(token=None, **settings):
+    echo = Echo()
+    return Guard(echo, lambda: GuardConfig(ServeSettings(**settings), token)), echo
+
+
+def test_a_slow_body_gets_408_within_the_deadline_and_never_reaches_the_route():
+    app, echo = guarded(body_timeout_s=0.3)
+    t = time.perf_counter()
+    status, headers, body = call(app, headers=[("Content-Length", "1000")], chunks=[b"{"], hang=True)
+    assert status == 408 and time.perf_counter() - t < 3
+    assert json.loads(body)["error"]["field"] == "body" and "1 bytes of 1000" in json.loads(body)["error"]["message"]
+    assert headers["connection"] == "close" and echo.calls == 0
+
+
+def test_the_body_is_read_whole_then_replayed_to_the_route():
+    app, echo = guarded()
+    status, _, body = call(app, headers=[("Content-Length", "6")], chunks=[b"ab", b"cd", b"ef"])
+    assert (status, body, echo.calls) == (200, b"abcdef", 1)
+    status, _, _ = call(app, method="GET", path="/healthz")
+    assert status == 200
+
+
+@pytest.mark.parametrize("headers, chunks, status, field", [
+    ([], [b"{}"], 411, "Content-Length"),
+    ([("Content-Length", "chunked")], [b"{}"], 411, "Content-Length"),
+    ([("Content-Length", str(2**20 + 1))], [b"{}"], 413, "body"),
+    ([("Content-Length", "2")], [b"{}", b"x" * (2**20)], 413, "body"),  # more than it said, beyond the limit
+    ([("Content-Length", "2"), ("X-Big", "a" * 20_000)], [b"{}"], 431, "headers"),
+    ([("Content-Length", "2")] + [(f"X-H{i}", "v") for i in range(120)], [b"{}"], 431, "headers"),
+])
+def test_limits_answer_the_json_error(headers, chunks, status, field):
+    app, echo = guarded(max_body_bytes=2**20)
+    got, _, body = call(app, headers=headers, chunks=chunks)
+    assert got == status and json.loads(body)["error"]["field"] == field and echo.calls == 0
+
+
+def test_bearer_token_and_open_paths():
+    app, _ = guarded(token="s3cret")
+    assert call(app, headers=[("Content-Length", "2")], chunks=[b"{}"])[0] == 401
+    assert call(app, headers=[("Content-Length", "2"), ("Authorization", "Bearer nope")], chunks=[b"{}"])[0] == 401
+    assert call(app, headers=[("Content-Length", "2"), ("Authorization", "Bearer s3cret")], chunks=[b"{}"])[0] == 200
+    assert call(app, method="GET", path="/registry/healthz")[0] == 200  # behind a route prefix too
+
+
+def test_a_websocket_handshake_is_refused():
+    app, echo = guarded()
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    asyncio.run(app({"type": "websocket", "path": "/v1/predict", "headers": []}, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}] and echo.calls == 0
+
+
+def test_the_token_is_read_by_the_replica_itself(tmp_path):
+    file = tmp_path / "token"
+    file.write_text("s3cret\n")
+    assert read_token(str(file), env={}) == "s3cret"
+    assert read_token(None, env={TOKEN_ENV: "t0ken"}) == "t0ken"
+    assert read_token(None, env={}) is None and read_token(None, env={TOKEN_ENV: ""}) is None
+    with pytest.raises(TokenError, match="no PARETO_RAY_API_TOKEN"):
+        read_token(None, required=True, env={})  # the builder saw a token: auth must not be silently off
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(TokenError, match="empty"):
+        read_token(str(tmp_path / "empty"), env={})
+    with pytest.raises(TokenError, match="cannot read"):
+        read_token(str(tmp_path / "missing"), env={})
