@@ -463,3 +463,4 @@ def test_cli_has_a_serve_command():
 
     args = build_parser().parse_args(["serve", "--model", "models:/m/1", "--port", "8200"])
     assert args.model == "models:/m/1" and args.port == 8200 and args.func.__name__ == "cmd_serve"
+    assert args.access_log is False and args.replicas is None and args.token_file is None

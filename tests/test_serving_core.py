@@ -1,6 +1,6 @@
 """The serving core without Ray: validation, grouping by λ, the weight cache,
-the two forward paths, the path rule, front selection, model loading and the
-ingress's guard (limits, auth, the body deadline)."""
+the two forward paths, the path rule, front selection, model loading, the
+ingress's guard (limits, auth, the body deadline) and the CLI's checkpoint checks."""
 
 from __future__ import annotations
 
@@ -547,3 +547,53 @@ def test_the_token_is_read_by_the_replica_itself(tmp_path):
         read_token(str(tmp_path / "empty"), env={})
     with pytest.raises(TokenError, match="cannot read"):
         read_token(str(tmp_path / "missing"), env={})
+
+
+# ----------------------------------------------------------------------------- the CLI's checkpoint checks
+
+def corrupt(path: Path, how: str) -> Path:
+    if how == "truncated model.safetensors":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "truncated config.json":
+        text = (path / "config.json").read_text()
+        (path / "config.json").write_text(text[: len(text) // 2])
+    elif how == "unknown method":
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["method"]["name"] = "no_such_method"
+        (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+CORRUPTIONS = {"truncated model.safetensors": "model.safetensors", "truncated config.json": "config.json",
+               "unknown method": "config.json"}
+
+
+@pytest.mark.parametrize("how", list(CORRUPTIONS))
+def test_serve_refuses_a_corrupt_checkpoint_in_one_line_before_ray(tmp_path, capsys, monkeypatch, how):
+    import ray
+
+    import pareto_ray.serving.app as serving_app
+    from pareto_ray.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a checkpoint that cannot load")
+
+    monkeypatch.setattr(serving_app, "run", no_ray)
+    path = corrupt(write_checkpoint(tmp_path / "ckpt"), how)
+    assert main(["serve", "--model", str(path)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and CORRUPTIONS[how] in lines[0] and lines[0].startswith("error:"), lines
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("how", ["truncated config.json", "unknown method"])
+def test_evaluate_reports_a_corrupt_config_in_one_line(tmp_path, capsys, how):
+    from pareto_ray.cli import main
+
+    path = corrupt(write_checkpoint(tmp_path / "ckpt"), how)
+    assert main(["evaluate", str(path)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "config.json" in lines[0], lines
+    assert ("not valid JSON" if how.startswith("truncated") else "no_such_method") in lines[0]
+
