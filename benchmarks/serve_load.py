@@ -11,9 +11,16 @@ Two parts:
   backbone (no preference conditioning, the limit).  Prints requests/s,
   p50/p99 latency and the ratios.
 
+* ``failover``: starts Serve on localhost, drives it with C clients for a
+  while, ``kill -9``s one replica of a deployment mid-run and prints what the
+  clients saw: answers by status, error bodies that are not JSON, transport
+  errors, the longest stretch with no successful answer after the kill, the
+  slowest answer, and the RSS of the Serve processes.
+
     python benchmarks/serve_load.py rule
     python benchmarks/serve_load.py load --clients 16 --requests 40
     python benchmarks/serve_load.py load --model ray_results/<run>/checkpoint_<n>
+    python benchmarks/serve_load.py failover --clients 4 --seconds 40 --kill-at 10 [--replicas 1]
 
 
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -146,7 +155,8 @@ def load(args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], dict[str, float]] = {}
     try:
         for name, extra in setups:
-            serve.run(build_app({"model": source, **extra}), name="bench", route_prefix="/")
+            one = {"num_replicas": 1, "ingress_replicas": 1}  # one model replica with one CPU, as documented
+            serve.run(build_app({"model": source, **one, **extra}), name="bench", route_prefix="/")
             for draw, prefs in rays.items():
                 results[name, draw] = r = asyncio.run(drive(url, args.clients, args.requests, prefs, x, None))
                 print(f"{name:>16} | λ {draw:>6} | {r['rps']:8.1f} req/s | p50 {r['p50_ms']:7.1f} ms | "
@@ -163,10 +173,142 @@ def load(args: argparse.Namespace) -> None:
     print(json.dumps({"clients": args.clients, "requests": args.requests, "results": summary}))
 
 
+# ----------------------------------------------------------------------------- failover
+
+def serve_pids() -> dict[str, list[int]]:
+    """PIDs of this Ray instance's live Serve actors, by class name (ServeReplica:<app>:<deployment>, ProxyActor...)."""
+    import ray
+    from ray.util.state import list_actors
+
+    out: dict[str, list[int]] = {}
+    address = ray.get_runtime_context().gcs_address  # other Ray instances may run on the machine
+    for actor in list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000):
+        name = actor.class_name or ""
+        if name.startswith(("ServeReplica", "ProxyActor", "ServeController")):
+            out.setdefault(name, []).append(actor.pid)
+    return out
+
+
+def memory_mib(pid: int) -> tuple[int, int]:
+    """RSS and PSS (shared pages divided among the processes that map them) of ``pid``, MiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            out[key] = int(rest.split()[0]) // 1024
+    return out.get("Rss", 0), out.get("Pss", 0)
+
+
+health_records: list[tuple[float, float, int]] = []  # /healthz probes of the last drive_failover: sent, done, status
+
+
+async def drive_failover(url: str, clients: int, seconds: float, kill_at: float, victim: str,
+                         x: list) -> tuple[list[tuple[float, float, int, bool]], float]:
+    """Clients post /v1/predict for ``seconds``; at ``kill_at`` one ``victim`` replica gets SIGKILL.
+
+    Returns per request (sent, done, status or -1 for a transport error, whether an error body was JSON), and the
+    kill time; times in seconds from the start.
+    """
+    import httpx
+
+    records: list[tuple[float, float, int, bool]] = []
+    health_records.clear()
+    t0 = time.perf_counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def one(c: int) -> None:
+            i = 0
+            while time.perf_counter() - t0 < seconds:
+                pref = [0.2 + 0.6 * ((c + i) % 3) / 2, 0.0]
+                pref[1] = 1 - pref[0]
+                sent = time.perf_counter() - t0
+                try:
+                    r = await client.post("/v1/predict", json={"preference": pref, "inputs": x})
+                    status, is_json = r.status_code, r.headers.get("content-type", "").startswith("application/json")
+                except httpx.HTTPError:
+                    status, is_json = -1, False
+                records.append((sent, time.perf_counter() - t0, status, is_json))
+                i += 1
+
+        async def killer() -> float:
+            await asyncio.sleep(kill_at)
+            pids = serve_pids().get(victim, [])
+            if not pids:
+                raise RuntimeError(f"no live {victim} replica to kill")
+            os.kill(pids[0], signal.SIGKILL)
+            print(f"killed {victim} pid {pids[0]} at {time.perf_counter() - t0:.2f} s", flush=True)
+            return time.perf_counter() - t0
+
+        async def health() -> None:  # a probe on its own connection, twice a second
+            async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+                while time.perf_counter() - t0 < seconds:
+                    sent = time.perf_counter() - t0
+                    try:
+                        status = (await probe.get("/healthz")).status_code
+                    except httpx.HTTPError:
+                        status = -1
+                    health_records.append((sent, time.perf_counter() - t0, status))
+                    await asyncio.sleep(0.5)
+
+        *_, killed = await asyncio.gather(*(one(c) for c in range(clients)), health(), killer())
+    return records, killed
+
+
+def failover(args: argparse.Namespace) -> None:
+    from ray import serve
+
+    if not os.environ.get("PYTHONPATH"):  # PYTHONPATH, when set, picks the version measured (e.g. an older one)
+        sys.path.insert(0, str(REPO))
+    from pareto_ray.runtime import init_ray
+    from pareto_ray.serving.app import AppArgs, build_app
+
+    tmp = tempfile.TemporaryDirectory()
+    source = args.model or str(make_checkpoint(Path(tmp.name) / "ckpt", args.backbone))
+    app_args: dict = {"model": source, "num_cpus": args.num_cpus}
+    if "num_replicas" in AppArgs.model_fields:  # the builder of older versions deploys one replica, no option
+        app_args["num_replicas"] = args.replicas
+        app_args["ingress_replicas"] = args.ingress_replicas
+    elif args.replicas != 1:
+        print("this version of build_app has no num_replicas: one replica", flush=True)
+    x = torch.randn(1, 1, 28, 28).tolist()
+    init_ray()
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config={"enable_access_log": False})
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        serve.run(build_app(app_args), name="pareto-ray", route_prefix="/")
+        memory = {name: [memory_mib(p) for p in pids] for name, pids in serve_pids().items()}
+        records, killed = asyncio.run(drive_failover(url, args.clients, args.seconds, args.kill_at,
+                                                     f"ServeReplica:pareto-ray:{args.deployment}", x))
+    finally:
+        serve.shutdown()
+        tmp.cleanup()
+    ok = sorted(done for _, done, status, _ in records if status == 200)
+    after = [r for r in records if r[1] >= killed]
+    failed = [r for r in after if r[2] != 200]
+    gaps = np.diff([killed] + [t for t in ok if t >= killed] + [max(r[1] for r in records)])
+    by_status: dict[int, int] = {}
+    for r in after:
+        by_status[r[2]] = by_status.get(r[2], 0) + 1
+    before_ok = [done for sent, done, status, _ in records if status == 200 and done < killed]
+    summary = {
+        "deployment_killed": args.deployment, "model_replicas": args.replicas if "num_replicas" in app_args else 1,
+        "clients": args.clients, "requests": len(records), "rps_before_kill": round(len(before_ok) / killed, 1),
+        "after_kill_by_status": by_status, "after_kill_5xx": sum(1 for r in failed if 500 <= r[2] < 600),
+        "after_kill_non_json_errors": sum(1 for r in failed if r[2] > 0 and not r[3]),
+        "after_kill_transport_errors": sum(1 for r in failed if r[2] == -1),
+        "outage_s": round(float(gaps.max()), 2),
+        "slowest_answer_after_kill_s": round(max(done - sent for sent, done, _, _ in after), 2),
+        "healthz_failures": sum(1 for r in health_records if r[2] != 200),
+        "healthz_slowest_s": round(max(done - sent for sent, done, _ in health_records), 2),
+        "rss_pss_mib_before_kill": memory,
+    }
+    print(json.dumps(summary))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part")
-    for name in ("load", "rule"):
+    for name in ("load", "rule", "failover"):
         p = sub.add_parser(name)
         p.add_argument("--model", help="checkpoint dir or models:/name/version (default: a random PaLoRA LeNet)")
         p.add_argument("--backbone", default="lenet", choices=["lenet", "mlp"])
@@ -181,9 +323,20 @@ def main() -> None:
     ld.add_argument("--max-batch-size", type=int, default=32)
     ld.add_argument("--wait", type=float, default=0.005, help="batch_wait_timeout_s")
     ld.add_argument("--port", type=int, default=8127)
+    fo = sub.choices["failover"]
+    fo.add_argument("--clients", type=int, default=4)
+    fo.add_argument("--seconds", type=float, default=40.0, help="how long the clients post")
+    fo.add_argument("--kill-at", type=float, default=10.0, help="when (s) one replica gets SIGKILL")
+    fo.add_argument("--deployment", default="ParetoFrontServer", help="whose replica dies (or ParetoFrontIngress)")
+    fo.add_argument("--replicas", type=int, default=2, help="model replicas")
+    fo.add_argument("--ingress-replicas", type=int, default=2)
+    fo.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per model replica")
+    fo.add_argument("--port", type=int, default=8128)
     args = parser.parse_args()
     if args.part == "rule":
         rule(args)
+    elif args.part == "failover":
+        failover(args)
     else:
         if args.part is None:
             args = parser.parse_args(["load", *sys.argv[1:]])

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -83,9 +84,20 @@ def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state
 
 
 def read_config(path: str | Path) -> Config:
+    """The run config saved with a checkpoint; a file that is not one is a one-line ``CheckpointError``."""
     path = Path(path)
     _require(path, CONFIG_FILE)
-    return Config.model_validate_json((path / CONFIG_FILE).read_text())
+    file = path / CONFIG_FILE
+    try:
+        return Config.model_validate_json(file.read_bytes())
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        if first["type"] == "json_invalid":
+            raise CheckpointError(f"{file} is not valid JSON (truncated?): {first['msg']}") from None
+        loc = ".".join(str(p) for p in first["loc"]) or "(config)"
+        raise CheckpointError(f"{file} does not describe a pareto-ray run: {loc}: {first['msg']}{more}") from None
 
 
 def read_state(path: str | Path) -> dict[str, Any]:

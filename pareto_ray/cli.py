@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pareto_ray.checkpoint import CheckpointError
@@ -100,10 +101,22 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from pareto_ray.serving.guard import TokenError, read_token
+    from pareto_ray.serving.loading import load_served_model
+
+    # Load the model here first, as a replica would: a missing, truncated or mismatched checkpoint (or an unknown
+    # registry version) is one line and exit code 2 before Ray starts, not a deployment that fails after a minute.
+    load_served_model(args.model, args.tracking_uri)
+    try:
+        read_token(args.token_file)
+    except TokenError as exc:
+        console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
+        return 2
     from pareto_ray.serving.app import run
 
     console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
-    run(args.model, args.host, args.port, args.tracking_uri)
+    run(args.model, args.host, args.port, args.tracking_uri, num_replicas=args.replicas, access_log=args.access_log,
+        token_file=args.token_file)
     return 0
 
 
@@ -178,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    srv.add_argument("--replicas", type=int, metavar="N",
+                     help="model replicas, one CPU each (default: 2 where the machine has 2 CPUs, else 1)")
+    srv.add_argument("--access-log", action="store_true", help="log one line per request (default: off)")
+    srv.add_argument("--token-file", metavar="PATH",
+                     help="file holding the API token (default: $PARETO_RAY_API_TOKEN; neither: no auth)")
     srv.set_defaults(func=cmd_serve)
 
     toy = sub.add_parser("toy", help="train one method on a problem with a known front and score it (IGD, HV ratio)")
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except (ConfigError, FileNotFoundError, CheckpointError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)  # a long path stays one line
         return 2
 
 

@@ -4,14 +4,15 @@ One trained checkpoint (PaLoRA on MultiDigits, a few epochs of the shared
 loop, no Ray Train) is served from its directory through ``serve run`` on
 serve/config.yaml (the real CLI); a second application, deployed with
 ``serve.run``, serves the same model from an MLflow registry URI with
-bearer-token auth on.
+bearer-token auth on (the token in a file).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +42,10 @@ pytestmark = pytest.mark.slow
 PORT = 8137
 URL = f"http://127.0.0.1:{PORT}"
 TOKEN = "test-token-7f3a"
-SETTINGS = {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "max_inputs": 128, "max_body_bytes": 4 * 2**20}
+SETTINGS = {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "max_inputs": 128, "max_body_bytes": 4 * 2**20,
+            "body_timeout_s": 2.0}
+#: The model deployment's max_ongoing_requests here (≥ max_batch_size); the slow-client test opens more sockets.
+MODEL_SLOTS = 16
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,8 @@ def trained(tmp_path_factory):
 def deploy_config(tmp: Path, checkpoint: Path, **settings) -> None:
     """``serve run --non-blocking`` on serve/config.yaml, pointed at ``checkpoint`` (the real CLI and config path).
 
-    One replica with half a CPU (the test machine has two) instead of autoscaling.
+    One replica of each deployment, the model's with half a CPU (the test machine has two), instead of
+    autoscaling; the model deployment with ``MODEL_SLOTS`` slots.
     """
     import ray
     from ray import serve
@@ -74,10 +79,15 @@ def deploy_config(tmp: Path, checkpoint: Path, **settings) -> None:
     raw["http_options"]["port"] = PORT
     (app,) = raw["applications"]
     app["args"] = {"model": str(checkpoint), "num_cpus": 0.5}
-    (deployment,) = app["deployments"]
-    deployment.pop("autoscaling_config")
-    deployment["num_replicas"] = 1
-    deployment["user_config"] |= settings
+    ingress, model = (next(d for d in app["deployments"] if d["name"] == name)
+                      for name in ("ParetoFrontIngress", "ParetoFrontServer"))
+    model.pop("autoscaling_config")
+    model["ray_actor_options"]["num_cpus"] = 0.5
+    model["max_ongoing_requests"] = MODEL_SLOTS
+    for deployment in (ingress, model):
+        deployment["num_replicas"] = 1
+        deployment["user_config"] = {**deployment["user_config"], **settings}  # both deployments, the same settings
+    deployment = model
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     address = ray.get_runtime_context().gcs_address
@@ -118,13 +128,12 @@ def registry(client, trained, tmp_path_factory):
     run_id, _ = tracking.start_run(uri, "serve-test", "serve-run", {})
     tracking.log_artifacts(uri, run_id, {"model": trained[0]})
     version = tracking.register_model(uri, run_id, "pareto-serve-test")
-    old = os.environ.get(TOKEN_ENV)
-    os.environ[TOKEN_ENV] = TOKEN
-    try:
-        app = build_app({"model": f"models:/pareto-serve-test/{version}", "tracking_uri": uri, "num_cpus": 0.5})
-    finally:
-        os.environ.pop(TOKEN_ENV) if old is None else os.environ.__setitem__(TOKEN_ENV, old)
-    serve.run(app, name="registry", route_prefix="/registry")
+    token_file = tmp_path_factory.mktemp("secret") / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    app = build_app({"model": f"models:/pareto-serve-test/{version}", "tracking_uri": uri, "num_cpus": 0.5,
+                     "num_replicas": 1, "ingress_replicas": 1, "token_file": str(token_file)})
+    serve.run(app, name="registry", route_prefix="/registry")  # Serve's default logging: access logs on
     yield version, uri
     serve.delete("registry")
 
@@ -206,6 +215,12 @@ MALFORMED = [
     ("unknown field", {"json": {"preference": [0.5, 0.5], "inputs": GOOD_X, "temperature": 2}}, 422, "temperature"),
     ("not JSON", {"content": b"{preference: oops"}, 400, "body"),
     ("body too large", {"content": b" " * (4 * 2**20 + 1)}, 413, "body"),
+    ("λ sum off by 1.009e-3", {"json": {"preference": [0.501009, 0.5], "inputs": GOOD_X}}, 422, "preference"),
+    ("inputs one boolean", {"json": {"preference": [0.5, 0.5], "inputs": [[[[0.5] * 27 + [True]] * 28]]}}, 422, "inputs"),
+    ("duplicate key", {"content": b'{"preference": [0.5, 0.5], "inputs": [[[[0.0]]]], "preference": [1.0, 0.0]}'},
+     400, "preference"),
+    ("JSON array", {"content": b"[]"}, 422, "body"),
+    ("empty body", {"content": b""}, 400, "body"),
 ]
 
 
@@ -217,6 +232,55 @@ def test_malformed_bodies_get_4xx_naming_the_field(client, case, request_kwargs,
     error = r.json()["error"]
     assert error["field"] == field and error["message"] and error["expected"]
     assert client.get("/healthz").json() == {"status": "ok"}  # the replica keeps answering
+
+
+def test_errors_outside_the_routes_are_json_too(client):
+    for method, path, status in (("GET", "/nope", 404), ("GET", "/v1/predict", 405), ("DELETE", "/healthz", 405)):
+        r = client.request(method, path)
+        assert r.status_code == status and r.json()["error"]["field"] == "path", r.text
+    for headers in ({"x-big": "a" * 20_000}, [(f"x-h{i}", "v") for i in range(150)]):
+        r = client.get("/healthz", headers=headers)
+        assert r.status_code == 431 and r.json()["error"]["field"] == "headers", r.text
+    for bound in (b"NaN", b'"NaN"', b"Infinity", b"true"):
+        r = client.post("/v1/select", content=b'{"constraints": [{"task": 1, "min": %s}]}' % bound,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "constraints.0.min", r.text
+
+
+def test_inputs_that_overflow_the_model_get_422_not_null(client):
+    x = np.full((1, 1, 28, 28), 3e38)  # finite float32, far outside the trained range
+    x[..., ::2] *= -1
+    r = client.post("/v1/predict", json={"preference": [0.5, 0.5], "inputs": x.tolist()})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "inputs", r.text[:300]
+
+
+def test_slow_clients_hold_neither_health_nor_predictions(client):
+    """More clients than the model deployment has slots send headers and '{' of a body, then stall."""
+    socks = []
+    try:
+        for _ in range(MODEL_SLOTS + 4):
+            sock = socket.create_connection(("127.0.0.1", PORT))
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+            socks.append(sock)
+        time.sleep(0.5)
+        t = time.perf_counter()
+        assert httpx.get(f"{URL}/healthz", timeout=5).json() == {"status": "ok"}
+        r = httpx.post(f"{URL}/v1/predict", json={"preference": [0.5, 0.5], "inputs": GOOD_X}, timeout=5)
+        assert r.status_code == 200
+        for sock in socks:  # each slow client gets 408 once the body deadline passes, and the connection closes
+            sock.settimeout(SETTINGS["body_timeout_s"] + 10)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert json.loads(body)["error"]["field"] == "body"
+        assert time.perf_counter() - t < SETTINGS["body_timeout_s"] + 10
+    finally:
+        for sock in socks:
+            sock.close()
+    assert client.get("/healthz").status_code == 200
 
 
 def test_user_config_changes_without_a_redeploy(client, trained, tmp_path):
@@ -257,6 +321,10 @@ def test_model_and_front_endpoints(client, trained):
     assert front["num_tasks"] == 2 and len(front["rows"]) == 11 and set(front["rows"][0]) >= {"ray_1", "acc_2", "loss_1"}
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/select", "/v1/front", "/v1/model", "/healthz"} <= set(spec["paths"])
+    for path, model in (("/v1/predict", "PredictRequest"), ("/v1/select", "SelectRequest")):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{model}"} and model in spec["components"]["schemas"]
+    assert {"Constraint", "Objective", "ErrorBody"} <= set(spec["components"]["schemas"])
 
 
 def test_select_meets_constraints_or_says_infeasible(client):
@@ -305,6 +373,48 @@ def test_bearer_token_auth(registry, client):
     assert client.post("/v1/predict", json=body).status_code == 200  # the app without a token: auth off
 
 
+def session_files():
+    import ray
+
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    return [p for p in session.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_the_token_is_in_no_file_of_rays_session(registry):
+    import ray
+    from ray.util.state import list_actors
+
+    with httpx.Client(base_url=f"{URL}/registry", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        assert c.get("/v1/model").status_code == 200  # auth is on: the ingress has the token
+    hits = [str(p) for p in session_files() if TOKEN.encode() in p.read_bytes()]
+    assert hits == []
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, detail=True, limit=1000)
+    assert actors and TOKEN not in str(actors)  # what `ray list actors --detail` shows
+
+
+def test_build_app_ships_no_secret(trained, monkeypatch):
+    from ray import cloudpickle
+
+    monkeypatch.setenv(TOKEN_ENV, "s3cret-from-the-env")
+    blob = cloudpickle.dumps(build_app({"model": str(trained[0])}))  # all that Ray is given of the app
+    assert b"s3cret-from-the-env" not in blob
+
+
+def test_access_logs_are_a_setting(client, registry):
+    """serve/config.yaml turns them off for its app; the registry app keeps Serve's default (on)."""
+    body = {"preference": [0.5, 0.5], "inputs": GOOD_X}
+    assert client.post("/v1/predict", json=body).status_code == 200
+    with httpx.Client(base_url=f"{URL}/registry", timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        assert c.post("/v1/predict", json=body).status_code == 200
+    time.sleep(1)
+
+    def access_lines(app: str) -> int:
+        return sum(p.read_text(errors="replace").count("POST /") for p in session_files()
+                   if p.parent.name == "serve" and p.name.startswith(f"replica_{app}_"))
+
+    assert access_lines("pareto-ray") == 0 and access_lines("registry") > 0
+
+
 def test_missing_or_corrupted_checkpoint_fails_the_start(client, trained, tmp_path):
     from ray import serve
 
@@ -334,9 +444,14 @@ def test_serve_config_builds_the_app(trained):
     config = ServeDeploySchema.model_validate(raw)
     (app_cfg,) = config.applications
     assert app_cfg.import_path == "pareto_ray.serving.app:build_app" and app_cfg.args["model"].startswith("models:/")
-    (deployment,) = app_cfg.deployments
-    settings = ServeSettings.model_validate(deployment.user_config)
-    assert deployment.max_ongoing_requests >= settings.max_batch_size
+    ingress, model = (next(d for d in app_cfg.deployments if d.name == name)
+                      for name in ("ParetoFrontIngress", "ParetoFrontServer"))
+    settings = ServeSettings.model_validate(model.user_config)
+    assert ingress.user_config == model.user_config  # one block of settings, each deployment applies its keys
+    assert model.max_ongoing_requests >= settings.max_batch_size
+    assert ingress.max_ongoing_requests > model.max_ongoing_requests  # slow bodies wait in the ingress, not the model
+    assert ingress.num_replicas >= 2 and model.autoscaling_config["min_replicas"] >= 2  # a replica can die
+    assert app_cfg.logging_config.enable_access_log is False and config.logging_config.enable_access_log is False
     module, attr = app_cfg.import_path.split(":")
     builder = getattr(__import__(module, fromlist=[attr]), attr)
     app = call_user_app_builder_with_args_if_necessary(builder, {**app_cfg.args, "model": str(trained[0])})
@@ -348,3 +463,4 @@ def test_cli_has_a_serve_command():
 
     args = build_parser().parse_args(["serve", "--model", "models:/m/1", "--port", "8200"])
     assert args.model == "models:/m/1" and args.port == 8200 and args.func.__name__ == "cmd_serve"
+    assert args.access_log is False and args.replicas is None and args.token_file is None

@@ -1,9 +1,13 @@
 """The serving core without Ray: validation, grouping by λ, the weight cache,
-the two forward paths, the path rule, front selection and model loading."""
+the two forward paths, the path rule, front selection, model loading, the
+ingress's guard (limits, auth, the body deadline) and the CLI's checkpoint checks."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +21,15 @@ from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
 from pareto_ray.layers import LowRankPreferenceLayer
 from pareto_ray.methods import build_model
-from pareto_ray.serving.engine import Engine
-from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_inputs, preference_key
+from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.guard import Guard, GuardConfig, TokenError, read_token
+from pareto_ray.serving.inputs import INPUT_SHAPE, check_preference, parse_body, parse_inputs, parse_json, preference_key
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import (
     BatchItem,
     ConditionedPredictor,
     FixedPredictor,
+    ItemResult,
     MergedWeightCache,
     PathCosts,
     base_network,
@@ -31,7 +37,14 @@ from pareto_ray.serving.predictors import (
     make_predictor,
     measure_path_costs,
 )
-from pareto_ray.serving.schemas import Constraint, PredictRequest, RequestError, SelectRequest, ServeSettings
+from pareto_ray.serving.schemas import (
+    TOKEN_ENV,
+    Constraint,
+    PredictRequest,
+    RequestError,
+    SelectRequest,
+    ServeSettings,
+)
 from pareto_ray.serving.selection import select_preference
 
 #: A cost model that makes "auto" pick merged for ≤ 2 groups of 8 samples, per-sample beyond.
@@ -78,6 +91,85 @@ def test_bad_preferences_name_the_field(pref, words):
 def test_pseudopreferences_still_must_sum_to_one():
     with pytest.raises(RequestError, match="sum to 1"):
         check_preference([1.5, -0.2], 2, 1e-3, allow_pseudo=True)
+
+
+@pytest.mark.parametrize("pref, ok", [
+    ([0.501009, 0.5], False), ([0.498991, 0.5], False),  # off 1 by 1.009e-3: beyond the documented 1e-3
+    ([0.5011, 0.5], False), ([0.5009, 0.5], True), ([0.4991, 0.5], True), ([0.5005, 0.5], True),
+])
+def test_preference_sum_tolerance_is_exactly_the_setting(pref, ok):
+    if ok:
+        assert math.isclose(sum(check_preference(pref, 2, 1e-3)), 1.0)
+    else:
+        with pytest.raises(RequestError, match="sum to 1"):
+            check_preference(pref, 2, 1e-3)
+
+
+def test_a_single_boolean_among_numbers_is_refused():
+    for number in (0.5, 1):  # NumPy would read [True, 0.5] as floats and [True, 1] as ints
+        x = np.full((2, *INPUT_SHAPE), number).tolist()
+        x[1][0][27][27] = True
+        with pytest.raises(RequestError, match="booleans"):
+            parse_inputs(x, 4)
+    assert parse_inputs(np.ones((2, *INPUT_SHAPE)).tolist(), 4).shape == (2, *INPUT_SHAPE)
+
+
+@pytest.mark.parametrize("body, status, field", [
+    (b'{"preference": [0.5, 0.5], "inputs": [], "preference": [1.0, 0.0]}', 400, "preference"),  # duplicate key
+    (b'{"constraints": [{"task": 1, "min": 0.5, "min": 0.9}]}', 400, "min"),
+    (b"{preference: oops", 400, "body"),
+    (b"\xff\xfe\x00garbage", 400, "body"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+    (b"", 400, "body"),
+    (b"[]", 422, "body"),
+    (b'"text"', 422, "body"),
+])
+def test_json_bodies_are_parsed_strictly(body, status, field):
+    with pytest.raises(RequestError) as err:
+        parse_body(body, PredictRequest)
+    assert (err.value.status, err.value.field) == (status, field), err.value
+    assert err.value.message and err.value.expected
+
+
+def test_nan_in_the_body_is_refused_by_the_field_that_holds_it():
+    assert math.isnan(parse_json(b"[NaN]")[0])  # what Python's json writes for nan
+    frontend = Frontend(ModelSummary(num_tasks=2, front=two_task_front()))
+    with pytest.raises(RequestError) as err:
+        frontend.parse_predict(b'{"preference": [NaN, 0.5], "inputs": [[[[0.0]]]]}')
+    assert (err.value.status, err.value.field) == (422, "preference")
+
+
+@pytest.mark.parametrize("bound", ["NaN", '"NaN"', "Infinity", "-Infinity", "true", "1e999", '"0.5"'])
+def test_select_bounds_must_be_finite_numbers(bound):
+    frontend = Frontend(ModelSummary(num_tasks=2, front=two_task_front()))
+    with pytest.raises(RequestError) as err:
+        frontend.parse_select(b'{"constraints": [{"task": 1, "min": %s}]}' % bound.encode())
+    assert (err.value.status, err.value.field) == (422, "constraints.0.min")
+    for bad in (b'{"constraints": [{"task": true, "min": 0.5}]}', b'{"constraints": [{"task": "1", "min": 0.5}]}',
+                b'{"resolution": 10.5}', b'{"objective": {"task": 1.0}}'):
+        with pytest.raises(RequestError):
+            frontend.parse_select(bad)
+    out = frontend.select(frontend.parse_select(b'{"constraints": [{"task": 1, "min": 1}]}'))  # an int is a number
+    assert not out.feasible and "nan" not in out.message
+
+
+def test_non_finite_outputs_are_refused_not_answered_with_null():
+    model, _ = adapted("mlp")
+    predictor = ConditionedPredictor(model, ServeSettings(), costs=COSTS)
+    frontend = Frontend(ModelSummary(num_tasks=2, front=None))
+    x = torch.full((1, *INPUT_SHAPE), 3e38)  # finite float32, far outside the trained range [-0.42, 2.82]
+    x[..., ::2] *= -1
+    item = frontend.parse_predict(json.dumps({"preference": [0.5, 0.5], "inputs": x.tolist()}).encode())
+    result = predictor.run_batch([item], ServeSettings())[0]
+    assert not torch.isfinite(result.probabilities[0]).all()  # the model really overflows here
+    with pytest.raises(RequestError) as err:
+        frontend.response(item, result)
+    assert (err.value.status, err.value.field) == (422, "inputs") and "trained" in err.value.message
+    nan = ItemResult([torch.tensor([[math.nan, 1.0]]), torch.tensor([[0.5, 0.5]])], "merged", 1, 1)
+    with pytest.raises(RequestError, match="not finite"):
+        frontend.response(item, nan)
+    fine = ItemResult([torch.tensor([[0.25, 0.75]])] * 2, "merged", 1, 1)
+    assert frontend.response(item, fine).predictions[0].classes == [1]
 
 
 def test_rounding_is_the_batching_key():
@@ -297,7 +389,9 @@ def test_engine_serves_a_saved_checkpoint(tmp_path):
     assert response.preference == [0.33, 0.67] and len(response.predictions) == 2
     assert len(response.predictions[0].classes) == 2 and len(response.predictions[1].probabilities[0]) == 10
     info = engine.info()
-    assert info.input_shape == [1, 28, 28] and info.has_front and info.forward_costs_ms["merged_call"] > 0
+    assert info.input_shape == [1, 28, 28] and info.has_front
+    costs = info.forward_costs_ms  # the fit clamps a noisy intercept to 0: only the whole cost is surely positive
+    assert min(costs.values()) >= 0 and costs["merged_call"] + costs["merged_sample"] > 0
     assert len(engine.front()) == 11 and engine.select(SelectRequest()).feasible
     with pytest.raises(RequestError, match="preference"):
         engine.validate(PredictRequest(preference=[0.5, 0.6], inputs=np.zeros((1, *INPUT_SHAPE)).tolist()))
@@ -326,3 +420,181 @@ def test_missing_or_corrupted_checkpoints_fail_clearly(tmp_path):
     (path / "front.parquet").write_bytes(b"not parquet")
     with pytest.raises(CheckpointError, match="front.parquet"):
         load_served_model(str(path))
+
+
+def test_non_finite_weights_fail_the_load(tmp_path):
+    model, cfg = adapted("mlp")
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = math.nan
+    path = save_checkpoint(tmp_path / "nan", model, cfg, {"epoch": 0, "metrics": {}})
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        load_served_model(str(path))
+
+
+# ----------------------------------------------------------------------------- the ingress's guard
+
+class Echo:
+    """A downstream ASGI app that answers 200 with the body it read; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def __call__(self, scope, receive, send):
+        self.calls += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def call(app, method="POST", path="/v1/predict", headers=(), chunks=(), hang=False):
+    """One request through ``app`` at the ASGI level: the body in ``chunks``; ``hang``: the client then stalls."""
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1 or hang}
+                for i, c in enumerate(chunks or [b""])]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that never sends the rest (nor disconnects)
+
+    async def send(message):
+        sent.append(message)
+
+    async def main():
+        await asyncio.wait_for(app(scope, receive, send), 10)
+
+    asyncio.run(main())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def guarded(token=None, **settings):
+    echo = Echo()
+    return Guard(echo, lambda: GuardConfig(ServeSettings(**settings), token)), echo
+
+
+def test_a_slow_body_gets_408_within_the_deadline_and_never_reaches_the_route():
+    app, echo = guarded(body_timeout_s=0.3)
+    t = time.perf_counter()
+    status, headers, body = call(app, headers=[("Content-Length", "1000")], chunks=[b"{"], hang=True)
+    assert status == 408 and time.perf_counter() - t < 3
+    assert json.loads(body)["error"]["field"] == "body" and "1 bytes of 1000" in json.loads(body)["error"]["message"]
+    assert headers["connection"] == "close" and echo.calls == 0
+
+
+def test_the_body_is_read_whole_then_replayed_to_the_route():
+    app, echo = guarded()
+    status, _, body = call(app, headers=[("Content-Length", "6")], chunks=[b"ab", b"cd", b"ef"])
+    assert (status, body, echo.calls) == (200, b"abcdef", 1)
+    status, _, _ = call(app, method="GET", path="/healthz")
+    assert status == 200
+
+
+@pytest.mark.parametrize("headers, chunks, status, field", [
+    ([], [b"{}"], 411, "Content-Length"),
+    ([("Content-Length", "chunked")], [b"{}"], 411, "Content-Length"),
+    ([("Content-Length", str(2**20 + 1))], [b"{}"], 413, "body"),
+    ([("Content-Length", "2")], [b"{}", b"x" * (2**20)], 413, "body"),  # more than it said, beyond the limit
+    ([("Content-Length", "2"), ("X-Big", "a" * 20_000)], [b"{}"], 431, "headers"),
+    ([("Content-Length", "2")] + [(f"X-H{i}", "v") for i in range(120)], [b"{}"], 431, "headers"),
+])
+def test_limits_answer_the_json_error(headers, chunks, status, field):
+    app, echo = guarded(max_body_bytes=2**20)
+    got, _, body = call(app, headers=headers, chunks=chunks)
+    assert got == status and json.loads(body)["error"]["field"] == field and echo.calls == 0
+
+
+def test_bearer_token_and_open_paths():
+    app, _ = guarded(token="s3cret")
+    assert call(app, headers=[("Content-Length", "2")], chunks=[b"{}"])[0] == 401
+    assert call(app, headers=[("Content-Length", "2"), ("Authorization", "Bearer nope")], chunks=[b"{}"])[0] == 401
+    assert call(app, headers=[("Content-Length", "2"), ("Authorization", "Bearer s3cret")], chunks=[b"{}"])[0] == 200
+    assert call(app, method="GET", path="/registry/healthz")[0] == 200  # behind a route prefix too
+
+
+def test_a_websocket_handshake_is_refused():
+    app, echo = guarded()
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    asyncio.run(app({"type": "websocket", "path": "/v1/predict", "headers": []}, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}] and echo.calls == 0
+
+
+def test_the_token_is_read_by_the_replica_itself(tmp_path):
+    file = tmp_path / "token"
+    file.write_text("s3cret\n")
+    assert read_token(str(file), env={}) == "s3cret"
+    assert read_token(None, env={TOKEN_ENV: "t0ken"}) == "t0ken"
+    assert read_token(None, env={}) is None and read_token(None, env={TOKEN_ENV: ""}) is None
+    with pytest.raises(TokenError, match="no PARETO_RAY_API_TOKEN"):
+        read_token(None, required=True, env={})  # the builder saw a token: auth must not be silently off
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(TokenError, match="empty"):
+        read_token(str(tmp_path / "empty"), env={})
+    with pytest.raises(TokenError, match="cannot read"):
+        read_token(str(tmp_path / "missing"), env={})
+
+
+# ----------------------------------------------------------------------------- the CLI's checkpoint checks
+
+def corrupt(path: Path, how: str) -> Path:
+    if how == "truncated model.safetensors":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "truncated config.json":
+        text = (path / "config.json").read_text()
+        (path / "config.json").write_text(text[: len(text) // 2])
+    elif how == "unknown method":
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["method"]["name"] = "no_such_method"
+        (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+CORRUPTIONS = {"truncated model.safetensors": "model.safetensors", "truncated config.json": "config.json",
+               "unknown method": "config.json"}
+
+
+@pytest.mark.parametrize("how", list(CORRUPTIONS))
+def test_serve_refuses_a_corrupt_checkpoint_in_one_line_before_ray(tmp_path, capsys, monkeypatch, how):
+    import ray
+
+    import pareto_ray.serving.app as serving_app
+    from pareto_ray.cli import main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a checkpoint that cannot load")
+
+    monkeypatch.setattr(serving_app, "run", no_ray)
+    path = corrupt(write_checkpoint(tmp_path / "ckpt"), how)
+    was_initialized = ray.is_initialized()  # other modules' session-wide Ray may be up already
+    assert main(["serve", "--model", str(path)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and CORRUPTIONS[how] in lines[0] and lines[0].startswith("error:"), lines
+    assert ray.is_initialized() == was_initialized
+
+
+@pytest.mark.parametrize("how", ["truncated config.json", "unknown method"])
+def test_evaluate_reports_a_corrupt_config_in_one_line(tmp_path, capsys, how):
+    from pareto_ray.cli import main
+
+    path = corrupt(write_checkpoint(tmp_path / "ckpt"), how)
+    assert main(["evaluate", str(path)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "config.json" in lines[0], lines
+    assert ("not valid JSON" if how.startswith("truncated") else "no_such_method") in lines[0]
+

@@ -6,14 +6,26 @@ Run it::
     serve run pareto_ray.serving.app:build_app model=<checkpoint dir | models:/<name>/<version>>
     pareto-ray serve --model SOURCE [--port P]
 
-The HTTP layer only: validation, batching by λ, caching and front selection
-live in ``pareto_ray.serving.engine`` and the modules it uses (no Ray there).
+Two deployments in one application:
+
+* ``ParetoFrontIngress`` (the HTTP ingress, light, no CPU reserved): the
+  ``Guard`` (header limits, auth, the body read whole under a deadline), then
+  parsing and validating the request, ``/healthz``, ``/v1/front`` and
+  ``/v1/select`` on its own; ``/v1/predict`` and ``/v1/model`` call
+  the model deployment through a ``DeploymentHandle`` (retried on another
+  replica when one dies, within ``model_timeout_s``);
+* ``ParetoFrontServer`` (the model): loads the model once, ``@serve.batch``
+  collects validated requests, batches by λ and runs the forward.
+
+So a slow or hostile client never holds a slot of the model's queue, and
+health checks never wait behind predictions.  The work itself lives in
+``pareto_ray.serving.engine`` and the modules it uses (no Ray there).
 Endpoints are documented in the generated OpenAPI at ``/docs``.
 """
 
 import asyncio
-import hmac
 import json
+import logging
 import os
 import signal
 import time
@@ -23,19 +35,27 @@ from typing import Any
 import ray
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pareto_ray import __version__
 from pareto_ray.checkpoint import CheckpointError
 from pareto_ray.runtime import init_ray
-from pareto_ray.serving.engine import Engine
+from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.guard import PUBLIC_PATHS, Guard, GuardConfig, error_response, read_token
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import BatchItem, ItemResult
 from pareto_ray.serving.schemas import (
+    INGRESS_SETTINGS,
     TOKEN_ENV,
+    ErrorBody,
     ModelInfo,
     PredictRequest,
     PredictResponse,
@@ -47,8 +67,14 @@ from pareto_ray.serving.schemas import (
 )
 from pareto_ray.tracking import MLFLOW_SCHEMES, resolve_tracking_uri
 
-#: Paths open without the bearer token (health checks and the API's own documentation).
-PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+__all__ = ["PUBLIC_PATHS", "AppArgs", "ParetoFrontIngress", "ParetoFrontServer", "app", "build_app", "run"]
+
+logger = logging.getLogger("ray.serve")
+
+#: Replica deaths and a deployment with no replica yet: worth another try (a predict is idempotent).
+RETRIABLE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+#: Bodies larger than this are parsed off the event loop, so /healthz never waits behind a big JSON parse.
+PARSE_IN_THREAD_BYTES = 32 * 1024
 
 app = FastAPI(
     title="pareto-ray",
@@ -67,63 +93,67 @@ class Health(BaseModel):
     status: str
 
 
-def _error(status: int, field: str, message: str, expected: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message, "expected": expected}}, status, headers)
+def _guard_config() -> GuardConfig:
+    return serve.get_replica_context().servable_object.guard_config()
 
 
-class Guard:
-    """ASGI middleware run before the body is read: bearer-token auth and the body size limit."""
-
-    def __init__(self, asgi_app: Any):
-        self.app = asgi_app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        server = serve.get_replica_context().servable_object
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if server.token and not scope["path"].rstrip("/").endswith(PUBLIC_PATHS):  # the path may carry a route prefix
-            sent = headers.get("authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {server.token}".encode()):
-                response = _error(401, "Authorization", "missing or wrong bearer token", "Authorization: Bearer <token>",
-                                  {"WWW-Authenticate": "Bearer"})
-                return await response(scope, receive, send)
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            limit = server.engine.settings.max_body_bytes
-            length = headers.get("content-length")
-            if length is None or not length.isdigit():
-                response = _error(411, "Content-Length", "request bodies must state their length",
-                                  "a Content-Length header")
-                return await response(scope, receive, send)
-            if int(length) > limit:
-                response = _error(413, "body", f"{int(length)} bytes exceed the limit of {limit}",
-                                  f"a JSON body of at most {limit} bytes (fewer inputs per request)")
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
-
-
-app.add_middleware(Guard)
+app.add_middleware(Guard, config=_guard_config)
 
 
 @app.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse(exc.body(), exc.status)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return JSONResponse(exc.body(), exc.status, headers)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    expected = {404: "one of the paths listed at /docs", 405: f"one of: {(exc.headers or {}).get('Allow', '')}"}
+    return error_response(exc.status_code, "path", f"{request.method} {request.url.path}: {exc.detail}",
+                          expected.get(exc.status_code, "a request as documented at /docs"), exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    if any(err.get("type") == "json_invalid" for err in exc.errors()):
-        return _error(400, "body", "the body is not valid JSON", "a JSON object as documented at /docs")
     return JSONResponse(validation_error_body(exc), 422)
 
 
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return error_response(500, "server", f"internal error ({type(exc).__name__})", "a retry; see the replica's log")
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "a bad request: the error names the field and the expected form"},
+    "5XX": {"model": ErrorBody, "description": "the model is unavailable (503, with Retry-After) or failed (500)"},
+}
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies, which the routes read themselves (under the body deadline)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for path, model in (("/v1/predict", PredictRequest), ("/v1/select", SelectRequest)):
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(js.pop("$defs", {}))
+        components[model.__name__] = js
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    app.openapi_schema = schema
+    return schema
+
+
+app.openapi = _openapi
+
+
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
-@serve.ingress(app)
 class ParetoFrontServer:
-    """A replica: loads the model once, then serves every λ."""
+    """The model deployment: loads the model once, then batches validated requests of every λ."""
 
     def __init__(self, model: str, tracking_uri: str | None = None, backbone_only: bool = False):
-        self.token = os.environ.get(TOKEN_ENV) or None
         # A missing or corrupted checkpoint raises CheckpointError here, which fails the deployment's start.
         self.engine = Engine(load_served_model(model, tracking_uri), ServeSettings(), backbone_only)
 
@@ -138,35 +168,109 @@ class ParetoFrontServer:
         # In a thread: the event loop keeps accepting (and batching) requests meanwhile.
         return await asyncio.to_thread(self.engine.run_batch, items)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness")
+    async def predict(self, item: BatchItem) -> ItemResult:
+        return await self.run_batch(item)
+
+    def summary(self) -> ModelSummary:
+        return self.engine.summary()
+
+    def info(self) -> ModelInfo:
+        return self.engine.info()
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class ParetoFrontIngress:
+    """The HTTP ingress: limits, auth, the body deadline and validation; the model is behind a handle."""
+
+    def __init__(self, model: DeploymentHandle, token_file: str | None = None, require_token: bool = False):
+        self.model = model
+        self.token = read_token(token_file, require_token)  # a TokenError fails the start: auth is never silently off
+        self.settings = ServeSettings()
+        self._frontend: Frontend | None = None
+        self._frontend_lock = asyncio.Lock()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.settings = ServeSettings.model_validate(user_config or {})
+        if self._frontend is not None:
+            self._frontend.configure(self.settings)
+
+    def guard_config(self) -> GuardConfig:
+        return GuardConfig(self.settings, self.token)
+
+    async def call_model(self, method: str, *args: Any) -> Any:
+        """``method`` of the model deployment; a replica that dies mid-request is retried on another, until
+        ``model_timeout_s``; then, or on back-pressure, a 503 ``RequestError``."""
+        timeout = self.settings.model_timeout_s
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                return await asyncio.wait_for(getattr(self.model, method).remote(*args),
+                                              max(deadline - time.monotonic(), 1e-3))
+            except asyncio.TimeoutError:
+                raise RequestError("model", f"the model deployment did not answer within {timeout:g} s",
+                                   "a retry later (see Retry-After)", status=503) from None
+            except BackPressureError:
+                raise RequestError("model", "the model deployment's queue is full",
+                                   "a retry later (see Retry-After)", status=503) from None
+            except RETRIABLE as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise RequestError("model", f"no model replica answered within {timeout:g} s "
+                                                f"({type(exc).__name__})", "a retry later (see Retry-After)",
+                                       status=503) from None
+                logger.warning("model replica unavailable (%s); retrying %s", type(exc).__name__, method)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 1.0)
+
+    async def frontend(self) -> Frontend:
+        """The validation and selection side, built once from the model deployment's summary."""
+        if self._frontend is not None:
+            return self._frontend
+        async with self._frontend_lock:
+            if self._frontend is None:
+                summary: ModelSummary = await self.call_model("summary")
+                self._frontend = Frontend(summary, self.settings)
+        return self._frontend
+
+    @app.get("/healthz", response_model=Health, summary="Liveness of the ingress (never waits on the model)")
     async def healthz(self) -> Health:
         return Health(status="ok")
 
-    @app.get("/v1/model", response_model=ModelInfo, summary="Method, tasks, input shape, version and settings")
+    @app.get("/v1/model", response_model=ModelInfo, summary="Method, tasks, input shape, version and settings",
+             responses=_ERRORS)
     async def model_info(self) -> ModelInfo:
-        return self.engine.info()
+        info: ModelInfo = await self.call_model("info")
+        # each key as applied where it is used: the ingress's own, the model replica's for the rest
+        mine = self.settings.model_dump(include=set(INGRESS_SETTINGS))
+        return info.model_copy(update={"settings": info.settings.model_copy(update=mine)})
 
-    @app.get("/v1/front", response_model=FrontResponse, summary="The model's evaluated front (validation split)")
+    @app.get("/v1/front", response_model=FrontResponse, summary="The model's evaluated front (validation split)",
+             responses=_ERRORS)
     async def front(self) -> FrontResponse:
-        return FrontResponse(num_tasks=self.engine.num_tasks, rows=self.engine.front())
+        frontend = await self.frontend()
+        return FrontResponse(num_tasks=frontend.num_tasks, rows=frontend.front())
 
     @app.post("/v1/select", response_model=SelectResponse, summary="Pick λ by outcome: targets and constraints",
-              responses={404: {"description": "the checkpoint has no evaluated front"},
-                         422: {"description": "malformed body; the error names the field"}})
-    async def select(self, body: SelectRequest) -> SelectResponse:
-        return self.engine.select(body)
+              responses=_ERRORS)
+    async def select(self, request: Request) -> SelectResponse:
+        frontend = await self.frontend()
+        body = frontend.parse_select(await request.body())
+        return await asyncio.to_thread(frontend.select, body)
 
     @app.post("/v1/predict", response_model=PredictResponse, summary="Predictions of the model formed for λ",
-              responses={400: {"description": "invalid JSON"}, 401: {"description": "missing or wrong token"},
-                         413: {"description": "body too large"},
-                         422: {"description": "bad λ or inputs; the error names the field and the expected form"}})
-    async def predict(self, body: PredictRequest, response: Response) -> PredictResponse:
-        item = self.engine.validate(body)  # raises RequestError (4xx): bad input never reaches the batch
-        result = await self.run_batch(item)
+              responses=_ERRORS)
+    async def predict(self, request: Request, response: Response) -> PredictResponse:
+        frontend = await self.frontend()
+        body = await request.body()
+        # raises RequestError (4xx): bad input never reaches the model deployment
+        item = (await asyncio.to_thread(frontend.parse_predict, body) if len(body) > PARSE_IN_THREAD_BYTES
+                else frontend.parse_predict(body))
+        result: ItemResult = await self.call_model("predict", item)
         response.headers["X-Batch-Size"] = str(result.batch_size)
         response.headers["X-Batch-Groups"] = str(result.groups)
         response.headers["X-Forward-Path"] = result.path
-        return self.engine.response(item, result)
+        return frontend.response(item, result)
 
 
 class AppArgs(BaseModel):
@@ -176,15 +280,20 @@ class AppArgs(BaseModel):
     model: str = Field(description="checkpoint directory, or an MLflow URI models:/<name>/<version>")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking/registry URI for models:/ sources")
     backbone_only: bool = Field(default=False, description="serve the bare base network, ignoring λ (benchmark limit)")
-    settings: dict[str, Any] = Field(default_factory=dict, description="initial user_config (ServeSettings)")
-    num_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved per replica (torch threads follow it)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="initial user_config (ServeSettings) of both")
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved per model replica (torch threads follow it)")
+    num_replicas: int = Field(default=2, ge=1, description="model replicas (2: one can die without an outage)")
+    ingress_replicas: int = Field(default=2, ge=1, description="ingress replicas (no CPU reserved)")
+    token_file: str | None = Field(default=None, description="file holding the API token, read by each ingress "
+                                                             "replica (else it reads $PARETO_RAY_API_TOKEN itself)")
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Application builder: checks the source, then binds the deployment.
+    """Application builder: checks the source, then binds the ingress to the model deployment.
 
-    ``PARETO_RAY_API_TOKEN`` in the builder's environment is passed to the
-    replicas (unset or empty: no auth).
+    The API token never passes through Ray: each ingress replica reads it from ``token_file`` or from its
+    own ``PARETO_RAY_API_TOKEN``.  A token in the builder's environment (or ``token_file``) makes it
+    required, so a replica without one fails to start instead of serving without auth.
     """
     a = AppArgs.model_validate(args)
     model, tracking_uri = a.model, a.tracking_uri
@@ -195,23 +304,32 @@ def build_app(args: dict[str, Any]) -> Application:
         if not path.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {path}")
         model = str(path.resolve())
-    settings = ServeSettings.model_validate(a.settings)
-    deployment = ParetoFrontServer.options(
-        user_config=settings.model_dump(),
-        ray_actor_options={"num_cpus": a.num_cpus,
-                           "runtime_env": {"env_vars": {TOKEN_ENV: os.environ.get(TOKEN_ENV, "")}}},
-    )
-    return deployment.bind(model=model, tracking_uri=tracking_uri, backbone_only=a.backbone_only)
+    user_config = ServeSettings.model_validate(a.settings).model_dump()
+    token_file = str(Path(a.token_file).expanduser().resolve()) if a.token_file else None
+    server = ParetoFrontServer.options(user_config=user_config, num_replicas=a.num_replicas,
+                                       ray_actor_options={"num_cpus": a.num_cpus})
+    ingress = ParetoFrontIngress.options(user_config=user_config, num_replicas=a.ingress_replicas)
+    handle = server.bind(model=model, tracking_uri=tracking_uri, backbone_only=a.backbone_only)
+    return ingress.bind(handle, token_file=token_file, require_token=bool(token_file or os.environ.get(TOKEN_ENV)))
 
 
 def run(model: str, host: str = "127.0.0.1", port: int = 8000, tracking_uri: str | None = None,
-        settings: dict[str, Any] | None = None, blocking: bool = True) -> None:
-    """Start Serve on ``host:port`` and deploy the app (what ``pareto-ray serve`` runs)."""
+        settings: dict[str, Any] | None = None, blocking: bool = True, num_replicas: int | None = None,
+        access_log: bool = False, token_file: str | None = None) -> None:
+    """Start Serve on ``host:port`` and deploy the app (what ``pareto-ray serve`` runs).
+
+    ``num_replicas`` None: 2 model replicas where the local Ray has the CPUs for them, else 1.
+    """
     init_ray()
-    serve.start(http_options={"host": host, "port": port})
-    application = build_app({"model": model, "tracking_uri": tracking_uri, "settings": settings or {}})
-    serve.run(application, name="pareto-ray", route_prefix="/")
-    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "model": model}), flush=True)
+    if num_replicas is None:  # a model replica reserves one CPU
+        num_replicas = 2 if ray.cluster_resources().get("CPU", 0) >= 2 else 1
+    logging_config = {"enable_access_log": access_log}
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
+    application = build_app({"model": model, "tracking_uri": tracking_uri, "settings": settings or {},
+                             "num_replicas": num_replicas, "token_file": token_file})
+    serve.run(application, name="pareto-ray", route_prefix="/", logging_config=logging_config)
+    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "model": model,
+                      "model_replicas": num_replicas}), flush=True)
     if not blocking:
         return
 

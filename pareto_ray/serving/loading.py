@@ -65,6 +65,10 @@ def _load(path: Path, source: str, version: str) -> ServedModel:
         model, method, cfg = load_model(path)
     except (ValidationError, ValueError) as exc:
         raise CheckpointError(f"{path}/config.json does not describe a pareto-ray run: {exc}") from exc
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}/model.safetensors holds non-finite weights (NaN/Inf) in {bad[0]}{more}")
     sha = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
     front = None
     if (path / "front.parquet").is_file():

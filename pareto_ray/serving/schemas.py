@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
-#: The bearer token of the API, if any, is read from this environment variable.
+#: The bearer token of the API, if any, is read from this environment variable (by the ingress replica itself).
 TOKEN_ENV = "PARETO_RAY_API_TOKEN"
+
+#: A JSON number that is finite and not a boolean (``true`` is no bound, ``"NaN"`` is no number).
+FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
+
+#: The settings the ingress deployment applies (HTTP limits, request validation); the model deployment applies the rest.
+INGRESS_SETTINGS = frozenset({"preference_tolerance", "allow_pseudo", "max_inputs", "max_body_bytes", "body_timeout_s",
+                              "max_header_bytes", "max_headers", "model_timeout_s"})
 
 
 class ServeSettings(BaseModel):
-    """Per-deployment options; Serve's ``user_config``, so they change without a redeploy."""
+    """Per-deployment options; Serve's ``user_config``, so they change without a redeploy.
+
+    Both deployments take the same settings; each applies its own keys (``INGRESS_SETTINGS`` the ingress, the
+    others the model deployment), so one block in the config serves both.
+    """
 
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="requests per batch (1 = batching off)")
@@ -25,6 +46,15 @@ class ServeSettings(BaseModel):
     cache_size: int = Field(default=64, ge=1, le=100_000, description="λ whose merged weights are kept (LRU)")
     max_inputs: int = Field(default=256, ge=1, le=65_536, description="inputs per request")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=600,
+        description="the whole request body must arrive within this, else 408 (a slow client frees its slot)")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="request headers larger in total get 431")
+    max_headers: int = Field(default=100, ge=8, description="requests with more header fields get 431")
+    model_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="how long the ingress waits for the model deployment, retries after a replica died included; "
+                    "then 503")
 
 
 class PredictRequest(BaseModel):
@@ -51,10 +81,10 @@ class PredictResponse(BaseModel):
 
 class Constraint(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: int = Field(ge=1, description="task number, 1-based")
+    task: StrictInt = Field(ge=1, description="task number, 1-based")
     metric: Literal["acc", "loss"] = "acc"
-    min: float | None = Field(default=None, description="metric ≥ min")
-    max: float | None = Field(default=None, description="metric ≤ max")
+    min: FiniteNumber | None = Field(default=None, description="metric ≥ min (a finite number)")
+    max: FiniteNumber | None = Field(default=None, description="metric ≤ max (a finite number)")
 
     @model_validator(mode="after")
     def _bounded(self) -> Constraint:
@@ -69,7 +99,7 @@ class Constraint(BaseModel):
 
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: int | None = Field(default=None, ge=1, description="task to optimize; none = the mean over tasks")
+    task: StrictInt | None = Field(default=None, ge=1, description="task to optimize; none = the mean over tasks")
     metric: Literal["acc", "loss"] = "acc"
     goal: Literal["max", "min"] = "max"
 
@@ -78,7 +108,7 @@ class SelectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     constraints: list[Constraint] = Field(default_factory=list, examples=[[{"task": 2, "metric": "acc", "min": 0.9}]])
     objective: Objective = Field(default_factory=Objective, examples=[{"task": 1, "metric": "acc", "goal": "max"}])
-    resolution: int = Field(default=100, ge=1, le=1000,
+    resolution: StrictInt = Field(default=100, ge=1, le=1000,
                             description="partitions of the simplex grid searched between the front's rays")
 
 
@@ -110,15 +140,32 @@ class ModelInfo(BaseModel):
     cache: dict[str, int]
 
 
+class ErrorDetail(BaseModel):
+    field: str = Field(description="what is wrong: a body field (dotted), a header, 'body', 'path' or 'model'")
+    message: str
+    expected: str = Field(description="what would have been accepted")
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx and 5xx answer of the API."""
+
+    error: ErrorDetail
+
+
 class RequestError(ValueError):
-    """A request that cannot be served; ``field`` and ``expected`` go into the 4xx body."""
+    """A request that cannot be served; ``field`` and ``expected`` go into the 4xx/5xx body."""
 
     def __init__(self, field: str, message: str, expected: str, status: int = 422):
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.expected, self.status = field, message, expected, status
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"field": self.field, "message": self.message, "expected": self.expected}}
+        return error_body(self.field, self.message, self.expected)
+
+
+def error_body(field: str, message: str, expected: str) -> dict[str, Any]:
+    """``{"error": {"field", "message", "expected"}}``: the body of every error answer."""
+    return {"error": {"field": field, "message": message, "expected": expected}}
 
 
 def validation_error_body(exc: ValidationError | Any, prefix: str = "") -> dict[str, Any]:
@@ -127,4 +174,4 @@ def validation_error_body(exc: ValidationError | Any, prefix: str = "") -> dict[
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     name = ".".join(loc) or prefix or "body"
     expected = "a JSON object as documented at /docs" if not loc else f"see the schema of '{name}' at /docs"
-    return {"error": {"field": name, "message": err.get("msg", "invalid"), "expected": expected}}
+    return error_body(name, err.get("msg", "invalid"), expected)
