@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from pareto_ray.layers import LowRankPreferenceLayer, default_targets, inject
+from pareto_ray.layers import LowRankPreferenceLayer, default_targets, expand_attention, inject
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
 from pareto_ray.preferences import annealed_schedule
@@ -31,6 +31,9 @@ class PaLoRAConfig(MethodConfig):
     target_modules: list[str] | None = Field(
         default=None, description="module names/regexes to adapt; default every Conv2d/Linear (of the encoder "
                                   "unless adapt_heads)")
+    adapter_lr: float | None = Field(
+        default=None, gt=0, description="learning-rate multiplier of the adapters (the paper is silent; the official "
+                                        "code trains them at T× the rate, as PaMaL its members); null: 1")
 
 
 class PaLoRA(Method):
@@ -42,6 +45,9 @@ class PaLoRA(Method):
         scale = self.cfg.alpha / self.cfg.rank
         layers = inject(net, names, lambda m: LowRankPreferenceLayer(m, self.num_tasks, self.cfg.rank, scale,
                                                                     self.cfg.conv_style))
+        if self.cfg.adapter_lr is not None:
+            for layer in expand_attention(layers):
+                layer.lr_multiplier = self.cfg.adapter_lr  # its own parameters only: lora_A, lora_B
         return AdaptedModel(net, layers)
 
     def train_rays(self, progress: float) -> torch.Tensor:
