@@ -119,6 +119,9 @@ class TrainConfig(Section):
     lr: float = Field(default=1e-3, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0)
+    lr_step: int | None = Field(default=None, ge=1, description="multiply the learning rate by lr_gamma every this many "
+                                                                "epochs (StepLR: CityScapes 75, NYUv2 100); null: constant")
+    lr_gamma: float = Field(default=0.5, gt=0, le=1, description="factor of each lr_step")
     forward: Literal["auto", "merged", "per_sample"] = Field(
         default="auto", description="rays of a step: merged weights per ray, or one per-sample batch; "
                                     "auto = merged on CPU, per_sample on GPU (measured faster on each)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from pareto_ray.loop import step_learning_rate
 from pareto_ray.methods import PaLoRAConfig, build_method
 from pareto_ray.preferences import annealed_dirichlet, simplex_grid
 
@@ -44,3 +45,20 @@ def test_palora_annealed_dirichlet_sampler_is_the_same_on_every_worker():
     b = build_method(cfg, 40).train_rays(0.5)
     assert a.shape == (1, 40) and torch.equal(a, b)
     assert torch.allclose(build_method(PaLoRAConfig(), 2).train_rays(0.0), torch.full((5, 2), 0.5))  # the default
+
+
+def test_step_learning_rate_is_stepwise_and_resumable():
+    opt = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-4},
+                            {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 4e-4}])
+    rates = []
+    for epoch in (0, 74, 75, 149, 150):  # CityScapes' StepLR(75, 0.5)
+        step_learning_rate(opt, epoch, 75, 0.5)
+        rates.append([g["lr"] for g in opt.param_groups])
+    assert rates == [[1e-4, 4e-4], [1e-4, 4e-4], [5e-5, 2e-4], [5e-5, 2e-4], [2.5e-05, 1e-4]]
+    restored = torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-4},
+                                 {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 4e-4}])
+    restored.load_state_dict(opt.state_dict())  # a checkpoint taken at epoch 150, resumed at 151
+    step_learning_rate(restored, 151, 75, 0.5)
+    assert [g["lr"] for g in restored.param_groups] == [2.5e-05, 1e-4]
+    step_learning_rate(restored, 10, None, 0.5)  # no schedule: untouched
+    assert [g["lr"] for g in restored.param_groups] == [2.5e-05, 1e-4]
