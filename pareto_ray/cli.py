@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pareto_ray.checkpoint import CheckpointError
 from pareto_ray.config import ConfigError, load_config
+from pareto_ray.data.files import DatasetError
 
 
 def _front_table(front: pa.Table, title: str) -> Table:
@@ -223,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.json if hasattr(args, "json") else False)
     try:
         return args.func(args, console)
-    except (ConfigError, FileNotFoundError, CheckpointError) as exc:
+    except (ConfigError, FileNotFoundError, CheckpointError, DatasetError) as exc:
         console.print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)  # a long path stays one line
         return 2
 

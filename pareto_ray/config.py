@@ -23,6 +23,18 @@ __all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "MlflowConfig", 
            "TrainConfig", "apply_overrides", "load_config", "parse_config"]
 
 
+#: The MultiMNIST family (``data.num_tasks`` digits per composite) and its composition fields with their defaults.
+MULTIMNIST_DATASETS = ("multidigits", "multimnist", "multifashion", "multi_fashion_mnist")
+MULTIMNIST_FIELDS: dict[str, Any] = {"num_tasks": 2, "composition": "permuted", "normalize": "mnist", "val_fraction": None,
+                                     "copies": None, "train_composites": None, "val_composites": None,
+                                     "test_composites": None}
+#: The datasets whose tasks ``data.tasks`` picks, the Census tasks (PaMaL's ``census.py``), and the datasets
+#: ``data.image_size`` resizes.
+TASK_CHOICE = ("census", "celeba")
+CENSUS_TASKS = ("income", "age", "education", "never_married")
+RESIZABLE = ("utkface", "celeba", "cityscapes", "nyuv2")
+
+
 class DataConfig(Section):
     """The ``data:`` section.
 
@@ -37,10 +49,19 @@ class DataConfig(Section):
     ``data.seed`` fixes the composition (the papers build one dataset and keep it for every training seed).
     """
 
-    dataset: Literal["multidigits", "multimnist", "multifashion", "multi_fashion_mnist"] = "multidigits"
-    num_tasks: Literal[2, 3] = Field(default=2, description="digits per composite image (tasks)")
-    root: str | None = Field(default=None, description="folder holding MNIST/ and FashionMNIST/ (torchvision layout)")
-    download: bool = Field(default=False, description="let torchvision download missing files into root")
+    dataset: Literal["multidigits", "multimnist", "multifashion", "multi_fashion_mnist", "census", "utkface", "celeba",
+                     "cifar100", "cityscapes", "nyuv2", "sarcos"] = "multidigits"
+    num_tasks: Literal[2, 3] = Field(default=2, description="MultiMNIST family only: digits per composite image (tasks)")
+    root: str | None = Field(default=None, description="folder holding the dataset's published files (docs/datasets.md "
+                                                       "gives each dataset's layout)")
+    download: bool = Field(default=False, description="download missing files into root where a public URL exists "
+                                                      "(torchvision's MNIST, CIFAR-100, CelebA; UCI Census; SARCOS)")
+    tasks: list[str] | None = Field(default=None, min_length=2,
+                                    description="census: the tasks (income, age, education, never_married; default "
+                                                "age and education); celeba: attribute names (default all 40)")
+    image_size: int | tuple[int, int] | None = Field(
+        default=None, description="utkface, celeba: side (or [height, width]) the images are resized to (default 64); "
+                                  "cityscapes, nyuv2: [height, width] (default as published: 128×256, 288×384)")
     composition: Literal["permuted", "paper"] = Field(
         default="permuted", description="permuted: each source digit used `copies` times; paper: PaMaL/PaLoRA's draw "
                                         "with replacement and fixed counts")
@@ -67,6 +88,40 @@ class DataConfig(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of data.factory")
     cache: bool | None = Field(default=None, description="cache the built dataset as Parquet; default: yes for the "
                                                          "built-in datasets, no for a factory (your code may change)")
+
+    @model_validator(mode="after")
+    def _dataset_fields(self) -> DataConfig:
+        """Each field only where it means something: the MultiMNIST family's composition fields, data.tasks and
+        data.image_size for the datasets that read them."""
+        if self.factory is not None:
+            return self
+        if self.dataset not in MULTIMNIST_DATASETS:
+            given = [f"data.{f}" for f, default in MULTIMNIST_FIELDS.items() if getattr(self, f) != default]
+            if given:
+                raise ValueError(f"{', '.join(given)} appl(ies) to the MultiMNIST family only (composites of digits); "
+                                 f"{self.dataset}'s tasks, splits and normalization are its papers' (docs/datasets.md)"
+                                 + ("; pick tasks with data.tasks" if self.dataset in TASK_CHOICE else ""))
+        if self.tasks is not None:
+            if self.dataset not in TASK_CHOICE:
+                raise ValueError(f"data.tasks applies to {' and '.join(TASK_CHOICE)} only; {self.dataset}'s tasks are "
+                                 f"fixed by its files")
+            if len(set(self.tasks)) != len(self.tasks):
+                raise ValueError(f"data.tasks names a task twice: {self.tasks}")
+            if self.dataset == "census" and not set(self.tasks) <= set(CENSUS_TASKS):
+                raise ValueError(f"data.tasks for census must be among {', '.join(CENSUS_TASKS)}; got {self.tasks}")
+        if self.image_size is not None:
+            if self.dataset not in RESIZABLE:
+                raise ValueError(f"data.image_size applies to {', '.join(RESIZABLE)} only; {self.dataset}'s inputs keep "
+                                 f"their published size")
+            if min(self.image_hw) < 1:
+                raise ValueError(f"data.image_size must be positive, got {self.image_size}")
+        return self
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """``data.image_size`` as (height, width)."""
+        size = self.image_size
+        return None if size is None else (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
     @model_validator(mode="after")
     def _composition_fields(self) -> DataConfig:
@@ -119,6 +174,9 @@ class TrainConfig(Section):
     lr: float = Field(default=1e-3, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0)
+    lr_step: int | None = Field(default=None, ge=1, description="multiply the learning rate by lr_gamma every this many "
+                                                                "epochs (StepLR: CityScapes 75, NYUv2 100); null: constant")
+    lr_gamma: float = Field(default=0.5, gt=0, le=1, description="factor of each lr_step")
     forward: Literal["auto", "merged", "per_sample"] = Field(
         default="auto", description="rays of a step: merged weights per ray, or one per-sample batch; "
                                     "auto = merged on CPU, per_sample on GPU (measured faster on each)")

@@ -131,6 +131,19 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float 
     raise ValueError(f"unknown optimizer {name!r}: expected adam or sgd")
 
 
+def step_learning_rate(optimizer: torch.optim.Optimizer, epoch: int, every: int | None, gamma: float) -> None:
+    """StepLR as a function of the epoch: each group's rate is its first rate × ``gamma ** (epoch // every)``.
+
+    Stateless (the first rate travels in the optimizer's state as ``initial_lr``), so a run resumed from a
+    checkpoint continues the schedule where it was; ``every=None`` leaves the rates alone.
+    """
+    if every is None:
+        return
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * gamma ** (epoch // every)
+
+
 def param_groups(model: nn.Module, lr: float) -> list[dict]:
     """Trainable parameters grouped by learning rate.
 

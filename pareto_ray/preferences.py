@@ -33,7 +33,8 @@ def _simplex_grid(num_tasks: int, num_points: int | None = None, seed: int = 1) 
     with 10 partitions), and a fixed, seeded set of 100 rays for more tasks
     that always contains the T one-hot vectors.  With ``num_points`` an exact
     Das-Dennis grid is used when one has that many points, else pymoo's Riesz
-    s-energy directions (seeded, deterministic).
+    s-energy directions (seeded, deterministic), or — fewer points than tasks,
+    e.g. PaLoRA's M = 5 rays for CelebA's 40 tasks — seeded Dirichlet(1) draws.
     """
     if num_tasks < 2:
         raise ValueError(f"num_tasks must be >= 2, got {num_tasks}")
@@ -53,6 +54,8 @@ def _simplex_grid(num_tasks: int, num_points: int | None = None, seed: int = 1) 
     partitions = _das_dennis_partitions(num_tasks, num_points)
     if partitions is not None:
         dirs = get_reference_directions("uniform", num_tasks, n_partitions=partitions)
+    elif num_points < num_tasks:  # fewer rays than tasks: pymoo's energy method fails there (0.6.2); seeded draws
+        dirs = np.random.default_rng(seed).dirichlet(np.ones(num_tasks), size=num_points)
     else:
         dirs = get_reference_directions("energy", num_tasks, num_points, seed=seed)
     return _sorted(torch.as_tensor(dirs, dtype=torch.float32))
@@ -139,6 +142,23 @@ def annealed_schedule(num_rays: int, num_tasks: int, progress: float, temperatur
                       epsilon: float = 0.01) -> torch.Tensor:
     """The M rays PaLoRA trains on at progress τ (deterministic)."""
     return anneal(base_rays(num_rays, num_tasks, epsilon), progress, temperature)
+
+
+def annealed_dirichlet(num_rays: int, num_tasks: int, progress: float, concentration: float = 1.0,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """The official PaLoRA code's ``AnnealingDirichletSampler`` (its sampler for CelebA and SARCOS): M draws from
+    Dirichlet(p·(1 − τ) + 0.001) — spread over the simplex early, near its vertices late.
+
+    Drawn in log space, Gamma(a) = Gamma(a + 1) · U^(1/a), then a softmax: at a concentration near 0.001 the
+    Gamma samples themselves underflow to 0 (or tie at the smallest float), their logarithms do not.
+    """
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"training progress τ must be in [0, 1], got {progress}")
+    alpha = concentration * (1.0 - progress) + 0.001
+    shape = (num_rays, num_tasks)
+    g = torch._standard_gamma(torch.full(shape, alpha + 1.0, dtype=torch.float64), generator=generator)
+    u = torch.rand(shape, dtype=torch.float64, generator=generator)
+    return torch.softmax(g.log() + u.log() / alpha, dim=1).float()
 
 
 def validate_preference(pref: torch.Tensor, num_tasks: int, allow_pseudo: bool = False,

@@ -5,7 +5,10 @@ config names (or calls ``data.factory``), caches it, trims it to
 ``max_train``/``max_eval`` and lets the dataset's module prepare the inputs
 (``prepare``: e.g. the MultiMNIST paper composition's resize and normalization).
 A dataset module exposes ``build(cfg) -> MultiTaskDataset`` and
-``prepare(ds, cfg) -> MultiTaskDataset``; ``DATASETS`` names them.
+``prepare(ds, cfg) -> MultiTaskDataset``; ``DATASETS`` names them.  The seed
+papers' benchmarks (Census, UTKFace, CelebA, CIFAR-100, CityScapes, NYUv2,
+SARCOS) each have a module reading their published files; ``docs/datasets.md``
+gives each one's layout, tasks and paper setting.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 from types import ModuleType
 
 from pareto_ray.config import DataConfig
-from pareto_ray.data import multimnist
+from pareto_ray.data import celeba, census, cifar100, cityscapes, multimnist, nyuv2, sarcos, utkface
 from pareto_ray.data.cache import cache_dir, cached, trim
 from pareto_ray.data.factory import build_from_factory
 from pareto_ray.splits import IMAGE_SIZE, NORMALIZE_MEAN, NORMALIZE_STD, MultiTaskDataset, Split
 
 #: ``data.dataset`` → the module that builds and prepares it.
-DATASETS: dict[str, ModuleType] = {name: multimnist for name in multimnist.NAMES}
+DATASETS: dict[str, ModuleType] = {
+    name: module for module in (multimnist, census, utkface, celeba, cifar100, cityscapes, nyuv2, sarcos)
+    for name in module.NAMES
+}
 
 
 def load_dataset(cfg: DataConfig) -> MultiTaskDataset:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pareto_ray.config import DataConfig
+from pareto_ray.config import MULTIMNIST_DATASETS, DataConfig
 from pareto_ray.splits import MultiTaskDataset, Split
 from pareto_ray.tasks import Task
 
@@ -105,7 +105,10 @@ def from_table(table: pa.Table) -> MultiTaskDataset:
 
 def cached(cfg: DataConfig, build: Callable[[], MultiTaskDataset]) -> MultiTaskDataset:
     """The dataset for ``cfg``: read from its Parquet cache, or ``build()`` once and cached."""
-    stem = f"{cfg.dataset}-t{cfg.num_tasks}" if cfg.factory is None else "factory-" + re.sub(r"\W+", "_", cfg.factory)
+    if cfg.factory is not None:
+        stem = "factory-" + re.sub(r"\W+", "_", cfg.factory)
+    else:
+        stem = f"{cfg.dataset}-t{cfg.num_tasks}" if cfg.dataset in MULTIMNIST_DATASETS else cfg.dataset
     path = cache_dir(cfg) / f"{stem}-{cache_key(cfg)}.parquet"
     if path.is_file():
         return from_table(pq.read_table(path))

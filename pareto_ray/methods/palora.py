@@ -1,6 +1,8 @@
 """PaLoRA (Dimitriadis et al.): task LoRA adapters in every adapted layer,
 W(λ) = W + (α/r) Σ_t λ_t B_t A_t, trained on M deterministic rays per step
-annealed from the simplex centre towards its faces (Algorithm 1, eq. 2–3).
+annealed from the simplex centre towards its faces (Algorithm 1, eq. 2–3), or
+— the official code's sampler for many tasks (CelebA, SARCOS) — on M
+Dirichlet draws whose concentration anneals from p to 0.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pydantic import Field
 from pareto_ray.layers import LowRankPreferenceLayer, default_targets, expand_attention, inject
 from pareto_ray.methods.base import Method, MethodConfig
 from pareto_ray.models import AdaptedModel, MultiTaskNet, PreferenceModel
-from pareto_ray.preferences import annealed_schedule
+from pareto_ray.preferences import RayGenerator, annealed_dirichlet, annealed_schedule
 
 
 class PaLoRAConfig(MethodConfig):
@@ -34,11 +36,19 @@ class PaLoRAConfig(MethodConfig):
     adapter_lr: float | None = Field(
         default=None, gt=0, description="learning-rate multiplier of the adapters (the paper is silent; the official "
                                         "code trains them at T× the rate, as PaMaL its members); null: 1")
+    sampler: Literal["annealed", "annealed_dirichlet"] = Field(
+        default="annealed", description="annealed: eq. 3's deterministic rays; annealed_dirichlet: M draws from "
+                                        "Dir(p·(1 − τ) + 0.001), the official code's sampler for CelebA and SARCOS")
+    concentration: float = Field(default=1.0, gt=0, description="annealed_dirichlet: p (the official code's 1)")
 
 
 class PaLoRA(Method):
     name = "palora"
     cfg: PaLoRAConfig
+
+    def __init__(self, cfg: PaLoRAConfig, num_tasks: int):
+        super().__init__(cfg, num_tasks)
+        self.rays = RayGenerator()
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)
@@ -51,5 +61,8 @@ class PaLoRA(Method):
         return AdaptedModel(net, layers)
 
     def train_rays(self, progress: float) -> torch.Tensor:
+        if self.cfg.sampler == "annealed_dirichlet":
+            return annealed_dirichlet(self.cfg.rays_per_step, self.num_tasks, progress, self.cfg.concentration,
+                                      self.rays.generator)
         return annealed_schedule(self.cfg.rays_per_step, self.num_tasks, progress,
                                  self.cfg.temperature, self.cfg.epsilon)
