@@ -180,6 +180,12 @@ class TrainConfig(Section):
     forward: Literal["auto", "merged", "per_sample"] = Field(
         default="auto", description="rays of a step: merged weights per ray, or one per-sample batch; "
                                     "auto = merged on CPU, per_sample on GPU (measured faster on each)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="the forward's autocast dtype: bf16 on CPU or GPU; fp16 on GPU only (with a "
+                                    "GradScaler); task losses, per-task gradients and solves stay float32/64")
+    grad_accumulation: int = Field(default=1, ge=1, le=1024, description="micro-batches per optimizer step (each "
+                                   "worker's batch split in this many; DDP syncs on the last); not with a "
+                                   "gradient-combining method")
     eval_batch_size: int = Field(default=1024, ge=1)
 
 
@@ -240,6 +246,23 @@ class Config(Section):
         if self.train.batch_size % self.ray.num_workers:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by ray.num_workers "
                              f"({self.ray.num_workers}): the global batch is split evenly over workers")
+        k = self.train.grad_accumulation
+        if self.train.batch_size % (self.ray.num_workers * k):
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be divisible by ray.num_workers × "
+                             f"train.grad_accumulation ({self.ray.num_workers} × {k}): each worker's batch is split "
+                             f"into {k} equal micro-batches")
+        combines = METHODS[self.method.name][0].combines_gradients_for(self.method)
+        if combines and k > 1:
+            raise ValueError(f"method {self.method.name} (as configured) combines per-task gradients over the whole "
+                             f"batch and cannot accumulate them: set train.grad_accumulation=1 (raise "
+                             f"train.batch_size or ray.num_workers instead)")
+        if self.train.precision == "fp16":
+            if not self.ray.use_gpu:
+                raise ValueError("train.precision=fp16 needs ray.use_gpu=true (CUDA and its GradScaler); on CPU use "
+                                 "train.precision=bf16")
+            if combines:
+                raise ValueError(f"method {self.method.name} combines per-task gradients, which fp16's loss scaling "
+                                 f"does not reach: use train.precision=bf16")
         if self.tune is not None:
             check_space(self)
         return self

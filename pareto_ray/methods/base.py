@@ -10,9 +10,9 @@ and may hook into a step at these declared points, each with its default:
 
 * ``loss_weights`` — the weight of each ray's task losses (default: the ray);
 * ``extra_loss`` — extra terms of the step's loss (regularizers; default none);
-* ``combines_gradients`` / ``backward`` — methods that combine per-task
+* ``combines_gradients_for`` / ``backward`` — methods that combine per-task
   gradients themselves (MGDA, EPO, gradient balancing) fill ``.grad`` in
-  ``backward``; the default is one backward of ``loss``;
+  ``backward``; for every other method the loop backpropagates ``loss``;
 * ``frozen_parameters`` — parameters that get no update at this progress
   (a freeze epoch); the loop drops their gradients after ``backward``.
 
@@ -58,14 +58,20 @@ class Method(ABC):
         """Rays the front is evaluated at (the grid, for conditioned models)."""
         return grid
 
+    @classmethod
+    def combines_gradients_for(cls, cfg: MethodConfig) -> bool:
+        """Whether this method with config ``cfg`` combines per-task gradients (known before it is built)."""
+        return False
+
     @property
     def combines_gradients(self) -> bool:
         """True when ``backward`` combines per-task gradients itself (gradient balancing, EPO, MGDA).
 
         The loop then runs the step under DDP's ``no_sync`` and the method must all-reduce what it
-        combines (``pareto_ray.methods.gradients``) so every worker applies the same update.
+        combines (``pareto_ray.methods.gradients``) so every worker applies the same update.  Such a step
+        takes no gradient accumulation (``loop.check_step``).  Subclasses override ``combines_gradients_for``.
         """
-        return False
+        return self.combines_gradients_for(self.cfg)
 
     def loss_weights(self, task_losses: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
         """Weights ``[M, T]`` of the task losses in the step's loss (default: the rays)."""
@@ -83,7 +89,11 @@ class Method(ABC):
 
     def backward(self, task_losses: torch.Tensor, rays: torch.Tensor, model: PreferenceModel,
                  progress: float) -> torch.Tensor:
-        """Fill ``.grad`` of the trainable parameters; return the scalar loss (default: one backward of ``loss``)."""
+        """Fill ``.grad`` of the trainable parameters; return the scalar loss (default: one backward of ``loss``).
+
+        The loop calls it only when ``combines_gradients``; otherwise it backpropagates ``loss`` itself
+        (divided by the accumulation steps, through fp16's GradScaler), which is what this default does.
+        """
         loss = self.loss(task_losses, rays, model)
         loss.backward()
         return loss

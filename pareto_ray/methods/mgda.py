@@ -34,8 +34,8 @@ class MGDA(Method):
         super().__init__(cfg, num_tasks)
         self.last_weights: torch.Tensor | None = None  # λ of the latest step (for inspection)
 
-    @property
-    def combines_gradients(self) -> bool:
+    @classmethod
+    def combines_gradients_for(cls, cfg: MGDAConfig) -> bool:
         return True
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:

@@ -49,9 +49,9 @@ class PaMaL(Method):
         self.history: deque[torch.Tensor] = deque(maxlen=cfg.loss_window)
         self._shared: list[torch.nn.Parameter] = []
 
-    @property
-    def combines_gradients(self) -> bool:
-        return self.cfg.balancing == "gradient"
+    @classmethod
+    def combines_gradients_for(cls, cfg: PaMaLConfig) -> bool:
+        return cfg.balancing == "gradient"
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = find_targets(net, self.cfg.target_modules, ENSEMBLE_ADAPTABLE)

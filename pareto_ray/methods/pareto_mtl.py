@@ -194,8 +194,8 @@ class ParetoMTL(Method):
         self.init_steps_taken = [0 for _ in self.members]
         self.last_weights: list[torch.Tensor | None] = [None for _ in self.members]
 
-    @property
-    def combines_gradients(self) -> bool:
+    @classmethod
+    def combines_gradients_for(cls, cfg: ParetoMTLConfig) -> bool:
         return True
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:

@@ -46,9 +46,9 @@ class PHN(Method):
         super().__init__(cfg, num_tasks)
         self.rays = RayGenerator()
 
-    @property
-    def combines_gradients(self) -> bool:
-        return self.cfg.solver == "epo"
+    @classmethod
+    def combines_gradients_for(cls, cfg: PHNConfig) -> bool:
+        return cfg.solver == "epo"
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = find_targets(net, self.cfg.target_modules)

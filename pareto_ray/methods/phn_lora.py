@@ -145,9 +145,9 @@ class PHNLoRA(Method):
         self.rays = RayGenerator()
         self.main_parameters: list[torch.nn.Parameter] = []  # θ₀ and the heads: frozen after freeze_after
 
-    @property
-    def combines_gradients(self) -> bool:
-        return self.cfg.solver == "epo"
+    @classmethod
+    def combines_gradients_for(cls, cfg: PHNLoRAConfig) -> bool:
+        return cfg.solver == "epo"
 
     def build_model(self, net: MultiTaskNet) -> PreferenceModel:
         names = default_targets(net, self.cfg.target_modules, self.cfg.adapt_heads)

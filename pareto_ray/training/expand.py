@@ -66,7 +66,8 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
     history = []
     for epoch in range(cfg.train.epochs):
         metrics = train_epoch(model, method, optimizer, data.train, epoch, cfg.train.epochs, cfg.train.batch_size,
-                              cfg.seed, device, tasks=data.tasks)
+                              cfg.seed, device, tasks=data.tasks, precision=cfg.train.precision,
+                              grad_accumulation=cfg.train.grad_accumulation)
         val = front_metrics(evaluate_front(model, data.val, grid, cfg.train.eval_batch_size, device, tasks=data.tasks),
                             cfg.eval.loss_reference)
         history.append({**metrics, "epoch": epoch, "val_hv": val["hv"]})

@@ -28,7 +28,7 @@ from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.distributed import all_reduce_mean
 from pareto_ray.fronts import evaluate_front, front_metrics
-from pareto_ray.loop import build_optimizer, step_learning_rate, train_epoch
+from pareto_ray.loop import build_optimizer, grad_scaler, step_learning_rate, train_epoch
 from pareto_ray.methods import build_model
 from pareto_ray.preferences import simplex_grid
 from pareto_ray.runtime import quiet_worker_reports, storage_path
@@ -74,10 +74,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report({**restored_metrics, "checkpoint_path": restored.path}, checkpoint=None)
     grid = method.eval_rays(simplex_grid(data.num_tasks, cfg.eval.grid_points))
     per_sample = use_per_sample(cfg, device)
+    scaler = grad_scaler(cfg.train.precision, device)  # fp16 on CUDA; its scale restarts on resume
     for epoch in range(start_epoch, cfg.train.epochs):
         step_learning_rate(optimizer, epoch, cfg.train.lr_step, cfg.train.lr_gamma)
         metrics = train_epoch(ddp_model, method, optimizer, data.train, epoch, cfg.train.epochs,
-                              cfg.train.batch_size, cfg.seed, device, rank, world, per_sample, data.tasks)
+                              cfg.train.batch_size, cfg.seed, device, rank, world, per_sample, data.tasks,
+                              cfg.train.precision, cfg.train.grad_accumulation, scaler)
         metrics = _mean_over_workers(metrics, device)
         metrics["epoch"] = epoch
         if rank != 0:
