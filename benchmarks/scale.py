@@ -193,11 +193,15 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+def run_child(spec: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """One measurement in a fresh subprocess (its peak RSS is its own); ``timeout`` seconds at most."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env=env, check=False)
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                              env=env, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -219,7 +223,10 @@ def step_table(args: argparse.Namespace) -> list[str]:
             ("PaLoRA M=5 r=1 merged bf16", {"method": "palora", "overrides": palora5, "forward": "merged",
                                             "precision": "bf16"})]
     idle = run_child({**base, "idle": True})
-    results = {label: run_child({**base, **extra}) for label, extra in rows}
+    results = {}
+    for label, extra in rows:
+        results[label] = run_child({**base, **extra}, args.timeout)
+        print(f"  {label}: {results[label]}", file=sys.stderr, flush=True)
     ls = results["LS"]
     cuda = args.device == "cuda"
     mem_of = (lambda r: r["cuda_peak_bytes"] / 2**20) if cuda else (lambda r: (r["rss_kb"] - idle["rss_kb"]) / 1024)
@@ -262,7 +269,8 @@ def throughput_table(args: argparse.Namespace) -> list[str]:
     for label, dataset in rows:
         steps = 1 if dataset in ("cityscapes", "nyuv2") else args.steps
         base = {"device": args.device, "threads": args.threads, "warmup": 1, "steps": steps, "dataset": dataset}
-        ls, pal = run_child({**base, "method": "ls"}), run_child({**base, "method": "palora"})
+        ls, pal = run_child({**base, "method": "ls"}, args.timeout), run_child({**base, "method": "palora"}, args.timeout)
+        print(f"  {label}: LS {ls}, PaLoRA {pal}", file=sys.stderr, flush=True)
         params = count_parameters(dataset, "ls")
         if "error" in ls or "error" in pal:
             lines.append(f"| {label} | {params:,} | | error: {(ls.get('error') or pal.get('error'))[:80]} | | | | |")
@@ -278,6 +286,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64, help="batch of the step table (the paper's elsewhere)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after 1 warm-up)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per measured row at most")
     parser.add_argument("--skip", nargs="*", default=[], choices=["params", "step", "throughput"])
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)

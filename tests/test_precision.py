@@ -1,6 +1,7 @@
 """The step under train.precision and train.grad_accumulation: autocast, float32 task gradients, refusals, and
 k accumulation steps of B/k equal one step of B."""
 
+import math
 import sys
 
 import gloo
@@ -68,7 +69,7 @@ def test_gradient_combining_methods_take_float32_task_gradients_under_bf16(monke
     x, y = _batch()
     loss, _ = train_step(model, method, build_optimizer(model, "sgd", 0.01), x, y, 0.5, False, precision="bf16")
     assert seen and all(d == (torch.float32, torch.float32) for d in seen), seen
-    assert pytest.approx(loss) == loss  # finite
+    assert math.isfinite(loss)
     weights = getattr(method, "last_weights", None)
     if isinstance(weights, torch.Tensor):  # MGDA's min-norm weights: solved in float64
         assert weights.dtype == torch.float64
