@@ -262,13 +262,15 @@ def throughput_table(args: argparse.Namespace) -> list[str]:
             ("CelebA resnet18_mtl 64×64, 40 tasks", "celeba"), ("CIFAR-100 VGG-16 32×32, 20 tasks", "cifar100"),
             ("CityScapes SegNet 128×256", "cityscapes"), ("NYUv2 SegNet 288×384", "nyuv2"),
             ("SARCOS MLP 21→7", "sarcos")]
-    lines = [f"LS and the dataset's paper PaLoRA config at the paper's batch size, {args.device}, {args.threads} "
+    batch = "the paper's batch size" if args.throughput_batch is None else f"batch {args.throughput_batch}"
+    lines = [f"LS and the dataset's paper PaLoRA config at {batch}, {args.device}, {args.threads} "
              f"threads, median of {args.steps} timed steps after 1 warm-up (SegNet: 1 timed step)", "",
              "| dataset / backbone | params (LS) | batch | LS s/step | LS samples/s | PaLoRA M | PaLoRA s/step | "
              "PaLoRA samples/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, dataset in rows:
         steps = 1 if dataset in ("cityscapes", "nyuv2") else args.steps
-        base = {"device": args.device, "threads": args.threads, "warmup": 1, "steps": steps, "dataset": dataset}
+        base = {"device": args.device, "threads": args.threads, "warmup": 1, "steps": steps, "dataset": dataset,
+                "batch": args.throughput_batch}
         ls, pal = run_child({**base, "method": "ls"}, args.timeout), run_child({**base, "method": "palora"}, args.timeout)
         print(f"  {label}: LS {ls}, PaLoRA {pal}", file=sys.stderr, flush=True)
         params = count_parameters(dataset, "ls")
@@ -286,6 +288,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64, help="batch of the step table (the paper's elsewhere)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after 1 warm-up)")
+    parser.add_argument("--throughput-batch", type=int, default=None,
+                        help="batch of the throughput table (default: each paper config's)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measured row at most")
     parser.add_argument("--skip", nargs="*", default=[], choices=["params", "step", "throughput"])
     parser.add_argument("--markdown", help="also write the tables to this file")
