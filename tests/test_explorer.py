@@ -1,0 +1,254 @@
+"""The front explorer page in headless Chromium against the real Serve app on localhost (port 8183).
+
+A checkpoint trained here (PaLoRA-MLP, 2 epochs of MultiDigits, its validation front, its test samples
+and test HV) is served twice in one Serve instance: at ``/`` without auth, and at ``/locked`` with a bearer
+token (in a file).  Debian's ``chromium`` and ``chromium-driver`` drive the page through Selenium; without
+them the browser tests skip (``.ci/run`` installs them).  Set ``PARETO_RAY_EXPLORER_SCREENSHOT=<png>`` to save
+a screenshot of the page (docs/explorer.png is one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from tolerance import assert_close
+
+from pareto_ray.checkpoint import sample_set, save_checkpoint, write_run_info
+from pareto_ray.config import load_config
+from pareto_ray.data import load_dataset
+from pareto_ray.fronts import evaluate_front, front_metrics
+from pareto_ray.loop import build_optimizer, train_epoch
+from pareto_ray.methods import build_model
+from pareto_ray.preferences import simplex_grid
+from pareto_ray.serving.app import build_app
+from pareto_ray.serving.explorer import page
+
+pytestmark = pytest.mark.slow
+
+PORT = 8183
+URL = f"http://127.0.0.1:{PORT}"
+TOKEN = "explorer-token-91c2"
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real checkpoint with its validation front, test samples and test HV (no MLflow run: run id unknown)."""
+    cfg = load_config(None, ["data.dataset=multidigits", "data.max_train=1024", "data.max_eval=256",
+                             "model.backbone=mlp", "method.alpha=4", "train.lr=0.003", "train.epochs=2",
+                             "train.batch_size=64", "ray.num_workers=1"])
+    torch.manual_seed(0)
+    data = load_dataset(cfg.data)
+    method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
+    optimizer = build_optimizer(model, "adam", cfg.train.lr)
+    for epoch in range(cfg.train.epochs):
+        train_epoch(model, method, optimizer, data.train, epoch, cfg.train.epochs, cfg.train.batch_size, cfg.seed)
+    front = evaluate_front(model, data.val, simplex_grid(2))
+    test_hv = front_metrics(evaluate_front(model, data.test, simplex_grid(2)))["hv"]
+    path = save_checkpoint(tmp_path_factory.mktemp("explorer") / "checkpoint", model, cfg,
+                           {"epoch": cfg.train.epochs - 1, "metrics": {}}, front=front, samples=sample_set(data.test))
+    write_run_info(path, {"run_id": None, "tracking_uri": None, "test_hv": test_hv, "val_hv": None})
+    return path, test_hv
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, trained, tmp_path_factory):
+    from ray import serve
+
+    token_file = tmp_path_factory.mktemp("secret") / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    common = {"model": str(trained[0]), "num_cpus": 0.5, "num_replicas": 1, "ingress_replicas": 1}
+    serve.run(build_app(common), name="explorer", route_prefix="/")
+    serve.run(build_app({**common, "token_file": str(token_file)}), name="explorer-locked", route_prefix="/locked")
+    with httpx.Client(base_url=URL, timeout=60) as client:
+        yield client
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,960",
+                "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    driver.set_script_timeout(WAIT_S)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, condition, what: str, timeout: float = WAIT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+
+
+def by_id(driver, name: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, name)
+
+
+def open_page(driver, prefix: str = "") -> None:
+    driver.get(f"{URL}{prefix}/explorer")
+
+
+def displayed_prediction(driver) -> dict | None:
+    box = by_id(driver, "predictions")
+    if not box.get_attribute("data-count"):
+        return None
+    return {"count": int(box.get_attribute("data-count")), "preference": json.loads(box.get_attribute("data-preference")),
+            "probabilities": json.loads(box.get_attribute("data-probabilities")),
+            "sample": int(box.get_attribute("data-sample"))}
+
+
+def prediction_at(driver, preference: list[float]) -> dict:
+    """Wait until the page shows predictions for ``preference`` (as the server rounded it)."""
+    def ready(d):
+        p = displayed_prediction(d)
+        return p if p and all(abs(a - b) < 1e-9 for a, b in zip(p["preference"], preference)) else None
+    return wait_for(driver, ready, f"predictions at λ = {preference}")
+
+
+def loaded(driver) -> None:
+    wait_for(driver, lambda d: by_id(d, "main").is_displayed() and displayed_prediction(d), "the page to load")
+
+
+def test_page_is_public_offline_and_pins_its_script(served):
+    r = served.get("/explorer")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "script-src 'sha256-" in r.headers["content-security-policy"]
+    assert "connect-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store"
+    body, _ = page()
+    assert r.content == body
+    assert "src=" not in r.text and "<link" not in r.text  # nothing fetched from elsewhere: no CDN, no asset
+    locked = httpx.get(f"{URL}/locked/explorer", timeout=30)
+    assert locked.status_code == 200 and locked.content == body  # public, and it holds nothing of the model
+    assert httpx.get(f"{URL}/locked/v1/explorer/card", timeout=30).status_code == 401
+
+
+def test_model_card_and_front_render(served, trained, browser):
+    card = served.get("/v1/explorer/card").json()
+    rows = served.get("/v1/front").json()["rows"]
+    assert len(card["samples"]) == 6 and card["tasks"][0]["metric"] == "acc"
+    open_page(browser)
+    loaded(browser)
+    from selenium.webdriver.common.by import By
+
+    points = browser.find_elements(By.CSS_SELECTOR, "#front-svg circle.front-point")
+    assert len(points) == len(rows) == 11
+    card_text = by_id(browser, "card-list").text
+    assert "palora" in card_text and "multidigits" in card_text
+    assert float(by_id(browser, "card-test-hv").text) == pytest.approx(trained[1], rel=1e-3)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#task-table tr.task-row")) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#samples .sample canvas")) == 6
+    # hovering a point shows its λ and every task's metric
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).move_to_element(points[3]).perform()
+    tip = wait_for(browser, lambda d: by_id(d, "tooltip").is_displayed() and by_id(d, "tooltip"), "the tooltip")
+    row = rows[3]
+    assert f"({row['ray_1']:.3f}, {row['ray_2']:.3f})" in tip.text
+    assert f"acc {row['acc_1']:.4f}" in tip.text and f"acc {row['acc_2']:.4f}" in tip.text
+
+
+def test_slider_changes_predictions_like_a_direct_predict(served, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(browser)
+    loaded(browser)
+    card = served.get("/v1/explorer/card").json()
+    first = prediction_at(browser, [0.5, 0.5])
+    slider = by_id(browser, "lambda-slider")
+    slider.send_keys(Keys.HOME)  # λ₁ = 0, then 20 steps of 0.01 up: debounced, one request in flight
+    for _ in range(20):
+        slider.send_keys(Keys.ARROW_RIGHT)
+    shown = prediction_at(browser, [0.2, 0.8])
+    assert json.loads(by_id(browser, "lambda-value").get_attribute("data-lambda")) == pytest.approx([0.2, 0.8])
+    assert shown["count"] - first["count"] <= 5, "every key press sent a request: no debounce"
+    direct = served.post("/v1/predict", json={"preference": [0.2, 0.8], "inputs": [card["samples"][0]["inputs"]]})
+    assert direct.status_code == 200, direct.text
+    for t, p in enumerate(direct.json()["predictions"]):
+        assert_close(torch.tensor(shown["probabilities"][t]), torch.tensor(p["probabilities"][0]), what=f"task {t + 1}")
+    changed = max(abs(a - b) for t in range(2) for a, b in zip(shown["probabilities"][t], first["probabilities"][t]))
+    assert changed > 1e-3, "moving λ did not change the predictions"
+    # another sample: its predictions at the current λ
+    from selenium.webdriver.common.by import By
+
+    browser.find_elements(By.CSS_SELECTOR, "#samples .sample")[2].click()
+    wait_for(browser, lambda d: (displayed_prediction(d) or {}).get("sample") == 2, "sample 3's predictions")
+
+
+def test_a_target_moves_lambda_to_the_select_answer(served, browser):
+    rows = served.get("/v1/front").json()["rows"]
+    goal = sorted(r["acc_1"] for r in rows)[len(rows) // 2]
+    body = {"constraints": [{"task": 1, "metric": "acc", "min": goal}]}
+    answer = served.post("/v1/select", json=body).json()
+    assert answer["feasible"]
+    open_page(browser)
+    loaded(browser)
+    by_id(browser, "target-min-1").send_keys(str(goal))
+    by_id(browser, "select-button").click()
+    message = wait_for(browser, lambda d: by_id(d, "select-message").get_attribute("data-feasible") == "true"
+                       and by_id(d, "select-message"), "a feasible answer")
+    assert answer["message"] in message.text
+    assert json.loads(message.get_attribute("data-preference")) == answer["preference"]
+    assert json.loads(by_id(browser, "lambda-value").get_attribute("data-lambda")) == pytest.approx(answer["preference"])
+    served_pref = served.post("/v1/predict", json={"preference": answer["preference"], "inputs": [
+        served.get("/v1/explorer/card").json()["samples"][0]["inputs"]]}).json()["preference"]
+    prediction_at(browser, served_pref)
+    shot = os.environ.get("PARETO_RAY_EXPLORER_SCREENSHOT")
+    if shot:
+        browser.set_window_size(1180, 800)
+        time.sleep(0.5)
+        browser.save_screenshot(str(Path(shot)))
+
+
+def test_an_infeasible_target_says_so_and_keeps_lambda(served, browser):
+    open_page(browser)
+    loaded(browser)
+    before = by_id(browser, "lambda-value").get_attribute("data-lambda")
+    by_id(browser, "target-min-1").send_keys("0.999")
+    by_id(browser, "target-min-2").send_keys("0.999")
+    by_id(browser, "select-button").click()
+    message = wait_for(browser, lambda d: by_id(d, "select-message").get_attribute("data-feasible") == "false"
+                       and by_id(d, "select-message"), "an infeasible answer")
+    direct = served.post("/v1/select", json={"constraints": [{"task": 1, "metric": "acc", "min": 0.999},
+                                                              {"task": 2, "metric": "acc", "min": 0.999}]}).json()
+    assert not direct["feasible"] and direct["message"] in message.text and "infeasible" in message.text
+    assert "infeasible" in message.get_attribute("class")
+    assert by_id(browser, "lambda-value").get_attribute("data-lambda") == before
+
+
+def test_with_a_token_the_page_refuses_without_it(served, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, "/locked")
+    wait_for(browser, lambda d: by_id(d, "auth").is_displayed(), "the token prompt")
+    assert not by_id(browser, "main").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, ".front-point")
+    by_id(browser, "token").send_keys("wrong-token")
+    by_id(browser, "token-submit").click()
+    wait_for(browser, lambda d: "refused" in by_id(d, "auth-message").text, "the refusal")
+    assert not by_id(browser, "main").is_displayed()
+    by_id(browser, "token").send_keys(TOKEN)
+    by_id(browser, "token-submit").click()
+    loaded(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#front-svg circle.front-point")) == 11
+    assert TOKEN not in browser.current_url and TOKEN not in browser.page_source
+    assert TOKEN not in json.dumps(browser.execute_script("return [document.cookie, {...localStorage}, {...sessionStorage}]"))
