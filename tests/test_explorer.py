@@ -20,7 +20,7 @@ import pytest
 import torch
 from tolerance import assert_close
 
-from pareto_ray.checkpoint import sample_set, save_checkpoint, write_run_info
+from pareto_ray.checkpoint import DatasetSpec, read_samples, sample_set, save_checkpoint, write_run_info
 from pareto_ray.config import load_config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front, front_metrics
@@ -38,24 +38,40 @@ TOKEN = "explorer-token-91c2"
 WAIT_S = 60
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_checkpoint(folder: Path, num_tasks: int = 2, epochs: int = 2, max_train: int = 1024) -> tuple[Path, float]:
     """A real checkpoint with its validation front, test samples and test HV (no MLflow run: run id unknown)."""
-    cfg = load_config(None, ["data.dataset=multidigits", "data.max_train=1024", "data.max_eval=256",
-                             "model.backbone=mlp", "method.alpha=4", "train.lr=0.003", "train.epochs=2",
-                             "train.batch_size=64", "ray.num_workers=1"])
+    cfg = load_config(None, ["data.dataset=multidigits", f"data.num_tasks={num_tasks}", f"data.max_train={max_train}",
+                             "data.max_eval=256", "model.backbone=mlp", "method.alpha=4", "train.lr=0.003",
+                             f"train.epochs={epochs}", "train.batch_size=64", "ray.num_workers=1"])
     torch.manual_seed(0)
     data = load_dataset(cfg.data)
     method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     optimizer = build_optimizer(model, "adam", cfg.train.lr)
     for epoch in range(cfg.train.epochs):
         train_epoch(model, method, optimizer, data.train, epoch, cfg.train.epochs, cfg.train.batch_size, cfg.seed)
-    front = evaluate_front(model, data.val, simplex_grid(2))
-    test_hv = front_metrics(evaluate_front(model, data.test, simplex_grid(2)))["hv"]
-    path = save_checkpoint(tmp_path_factory.mktemp("explorer") / "checkpoint", model, cfg,
-                           {"epoch": cfg.train.epochs - 1, "metrics": {}}, front=front, samples=sample_set(data.test))
+    front = evaluate_front(model, data.val, simplex_grid(num_tasks), tasks=data.tasks)
+    test_hv = front_metrics(evaluate_front(model, data.test, simplex_grid(num_tasks), tasks=data.tasks))["hv"]
+    path = save_checkpoint(folder / "checkpoint", model, cfg, {"epoch": cfg.train.epochs - 1, "metrics": {}},
+                           front=front, dataset=DatasetSpec.of(data), samples=sample_set(data.test))
     write_run_info(path, {"run_id": None, "tracking_uri": None, "test_hv": test_hv, "val_hv": None})
     return path, test_hv
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_checkpoint(tmp_path_factory.mktemp("explorer"))
+
+
+@pytest.fixture(scope="module")
+def three(served, tmp_path_factory):
+    """A 3-task checkpoint (one short epoch), served at /three."""
+    from ray import serve
+
+    path, _ = train_checkpoint(tmp_path_factory.mktemp("three"), num_tasks=3, epochs=1, max_train=512)
+    serve.run(build_app({"model": str(path), "num_cpus": 0.5, "num_replicas": 1, "ingress_replicas": 1}),
+              name="explorer-three", route_prefix="/three")
+    yield "/three"
+    serve.delete("explorer-three")
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +268,34 @@ def test_with_a_token_the_page_refuses_without_it(served, browser):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#front-svg circle.front-point")) == 11
     assert TOKEN not in browser.current_url and TOKEN not in browser.page_source
     assert TOKEN not in json.dumps(browser.execute_script("return [document.cookie, {...localStorage}, {...sessionStorage}]"))
+
+
+def test_three_tasks_a_triangle_picks_lambda(served, three, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    rows = served.get(f"{three}/v1/front").json()["rows"]
+    card = served.get(f"{three}/v1/explorer/card").json()
+    assert len(rows) == 66 and len(card["tasks"]) == 3
+    open_page(browser, three)
+    loaded(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#front-svg polyline.front-point")) == 66  # parallel coordinates
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#lambda-triangle circle.tri-point")) == 66
+    first = wait_for(browser, displayed_prediction, "the first predictions")  # at λ = 1/3 each, as rounded
+    triangle = by_id(browser, "lambda-triangle")
+    box = triangle.rect  # click near the first task's corner (the top vertex)
+    ActionChains(browser).move_to_element_with_offset(triangle, 0, int(-box["height"] * 0.3)).click().perform()
+    lam = wait_for(browser, lambda d: (v := json.loads(by_id(d, "lambda-value").get_attribute("data-lambda")))[0] > 0.6
+                   and v, "λ to move towards task 1")
+    assert sum(lam) == pytest.approx(1.0) and min(lam) >= 0
+    direct = served.post(f"{three}/v1/predict", json={"preference": lam, "inputs": [card["samples"][0]["inputs"]]}).json()
+    shown = prediction_at(browser, direct["preference"])
+    assert shown["count"] > first["count"]
+    for t, p in enumerate(direct["predictions"]):
+        assert_close(torch.tensor(shown["probabilities"][t]), torch.tensor(p["probabilities"][0]), what=f"task {t + 1}")
+
+
+def test_samples_are_stored_with_the_checkpoint(trained):
+    samples = read_samples(trained[0])
+    assert samples["split"] == "test" and len(samples["inputs"]) == 6 and len(samples["targets"][0]) == 2
+    assert torch.tensor(samples["inputs"]).shape == (6, 1, 28, 28)
