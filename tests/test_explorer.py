@@ -230,7 +230,7 @@ def test_a_target_moves_lambda_to_the_select_answer(served, browser):
     prediction_at(browser, served_pref)
     shot = os.environ.get("PARETO_RAY_EXPLORER_SCREENSHOT")
     if shot:
-        browser.set_window_size(1180, 800)
+        browser.set_window_size(1200, 1120)
         time.sleep(0.5)
         browser.save_screenshot(str(Path(shot)))
 
