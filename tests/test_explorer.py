@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import seed_files
 import torch
 from tolerance import assert_close
 
@@ -34,6 +38,7 @@ pytestmark = pytest.mark.slow
 
 PORT = 8183
 URL = f"http://127.0.0.1:{PORT}"
+CLI_PORT = 8184
 TOKEN = "explorer-token-91c2"
 WAIT_S = 60
 
@@ -68,10 +73,35 @@ def three(served, tmp_path_factory):
     from ray import serve
 
     path, _ = train_checkpoint(tmp_path_factory.mktemp("three"), num_tasks=3, epochs=1, max_train=512)
-    serve.run(build_app({"model": str(path), "num_cpus": 0.5, "num_replicas": 1, "ingress_replicas": 1}),
+    serve.run(build_app({"model": str(path), "num_cpus": 0.25, "num_replicas": 1, "ingress_replicas": 1}),
               name="explorer-three", route_prefix="/three")
     yield "/three"
     serve.delete("explorer-three")
+
+
+@pytest.fixture(scope="module")
+def many(served, tmp_path_factory):
+    """CIFAR-100's 20 superclass tasks (a tiny format-faithful copy, one epoch), served at /many.  Its front:
+    the 20 one-hot rays, the centre and 14 seeded Dirichlet rays (pymoo's 100-ray grid takes long to build)."""
+    from ray import serve
+
+    root = seed_files.write_cifar100(tmp_path_factory.mktemp("cifar"))
+    cfg = load_config(None, ["data.dataset=cifar100", f"data.root={root}", "data.cache=false", "model.backbone=mlp",
+                             "train.epochs=1", "train.batch_size=64"])
+    torch.manual_seed(0)
+    data = load_dataset(cfg.data)
+    method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
+    train_epoch(model, method, build_optimizer(model, "adam", 1e-3), data.train, 0, 1, 64, cfg.seed, tasks=data.tasks)
+    t = data.num_tasks
+    rays = torch.cat([torch.eye(t), torch.full((1, t), 1 / t),
+                      torch.distributions.Dirichlet(torch.ones(t)).sample((14,))])
+    front = evaluate_front(model, data.val, rays, tasks=data.tasks)
+    path = save_checkpoint(tmp_path_factory.mktemp("many") / "checkpoint", model, cfg, {"epoch": 0, "metrics": {}},
+                           front=front, dataset=DatasetSpec.of(data), samples=sample_set(data.test))
+    serve.run(build_app({"model": str(path), "num_cpus": 0.25, "num_replicas": 1, "ingress_replicas": 1}),
+              name="explorer-many", route_prefix="/many")
+    yield "/many"
+    serve.delete("explorer-many")
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +172,32 @@ def prediction_at(driver, preference: list[float]) -> dict:
 
 def loaded(driver) -> None:
     wait_for(driver, lambda d: by_id(d, "main").is_displayed() and displayed_prediction(d), "the page to load")
+
+
+def test_serve_command_prints_the_page_address(trained):
+    """`pareto-ray serve` (its own local Ray, before this module's) prints the explorer's address, which answers."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [str(Path(sys.executable).parent / "pareto-ray"), "serve", "--model", str(trained[0]), "--port", str(CLI_PORT),
+           "--replicas", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline, lines, address = time.monotonic() + 300, [], None
+        while address is None and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("{") and "explorer" in line:
+                address = json.loads(line)["explorer"]
+        assert address == f"http://127.0.0.1:{CLI_PORT}/explorer", "".join(lines[-30:])
+        assert any(f"front explorer at http://127.0.0.1:{CLI_PORT}/explorer" in line for line in lines)
+        r = httpx.get(address, timeout=30)
+        assert r.status_code == 200 and r.content == page()[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_page_is_public_offline_and_pins_its_script(served):
@@ -299,3 +355,31 @@ def test_samples_are_stored_with_the_checkpoint(trained):
     samples = read_samples(trained[0])
     assert samples["split"] == "test" and len(samples["inputs"]) == 6 and len(samples["targets"][0]) == 2
     assert torch.tensor(samples["inputs"]).shape == (6, 1, 28, 28)
+
+
+def test_many_tasks_one_slider_each_renormalized(served, many, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    rows = served.get(f"{many}/v1/front").json()["rows"]
+    card = served.get(f"{many}/v1/explorer/card").json()
+    assert len(rows) == 35 and len(card["tasks"]) == 20
+    open_page(browser, many)
+    loaded(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#front-svg polyline.front-point")) == 35  # parallel coordinates
+    sliders = browser.find_elements(By.CSS_SELECTOR, "#lambda-control input.task-slider")
+    assert len(sliders) == 20
+    first = wait_for(browser, displayed_prediction, "the first predictions")
+    sliders[2].send_keys(Keys.END)  # task 3's weight 0.05 → 1, the others stay 0.05: λ_3 = 1 / 1.95
+    lam = wait_for(browser, lambda d: (v := json.loads(by_id(d, "lambda-value").get_attribute("data-lambda")))[2] > 0.5
+                   and v, "λ_3 to grow")
+    assert lam[2] == pytest.approx(1 / 1.95, rel=1e-4) and lam[0] == pytest.approx(0.05 / 1.95, rel=1e-3)
+    assert sum(lam) == pytest.approx(1.0)
+    shown_weights = [float(x.text) for x in browser.find_elements(By.CSS_SELECTOR, "#lambda-control .lambda-row .mono")]
+    assert shown_weights == pytest.approx(lam, abs=5e-4)  # each task's renormalized weight is shown
+    direct = served.post(f"{many}/v1/predict", json={"preference": lam, "inputs": [card["samples"][0]["inputs"]]})
+    assert direct.status_code == 200, direct.text
+    shown = prediction_at(browser, direct.json()["preference"])
+    assert shown["count"] > first["count"]
+    for t, p in enumerate(direct.json()["predictions"]):
+        assert_close(torch.tensor(shown["probabilities"][t]), torch.tensor(p["probabilities"][0]), what=f"task {t + 1}")

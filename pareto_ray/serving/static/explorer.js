@@ -473,7 +473,8 @@
       const name = (c) => (task.labels && task.labels[c] !== undefined ? `${task.labels[c]} (${c})` : String(c));
       el("td", { class: "predicted" }, tr, cls !== null ? name(cls) : JSON.stringify(p).slice(0, 60));
       el("td", {}, tr, prob !== null ? fmt(prob, 3) : "—");
-      el("td", {}, tr, target && target[t] !== undefined ? (Number.isInteger(target[t]) ? name(target[t]) : fmt(target[t])) : "—");
+      const y = target ? target[t] : undefined; // a negative class is a missing label (e.g. CIFAR-100's other superclasses)
+      el("td", {}, tr, y === undefined || y === null || (Number.isInteger(y) && y < 0) ? "—" : Number.isInteger(y) ? name(y) : fmt(y));
     });
     S.predictions += 1;
     box.dataset.count = String(S.predictions);
