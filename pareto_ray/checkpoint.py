@@ -6,7 +6,10 @@
 * ``dataset.json`` — the dataset's tasks and its input spec (shape, dtype, normalization), so the model can
   be rebuilt, served and its front scored without the data,
 * ``state.json`` — epoch and the metrics reported with this checkpoint,
-* ``front.parquet`` — the validation front at that epoch.
+* ``front.parquet`` — the validation front at that epoch,
+* ``samples.json`` — a handful of test-split inputs (as ``/v1/predict`` takes them) and their targets, for the
+  front explorer's "try it",
+* ``run.json`` — written after training: the MLflow run id and the test front's HV (the explorer's model card).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
 STATE_FILE = "state.json"
 FRONT_FILE = "front.parquet"
+SAMPLES_FILE = "samples.json"
+RUN_FILE = "run.json"
+#: At most this many samples, and this many input values in all, are stored in ``samples.json``.
+MAX_SAMPLES, MAX_SAMPLE_VALUES = 6, 200_000
 
 
 class CheckpointError(RuntimeError):
@@ -67,9 +74,11 @@ class DatasetSpec:
 
 def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, front: pa.Table | None = None,
-                    dataset: DatasetSpec | None = None) -> Path:
+                    dataset: DatasetSpec | None = None, samples: dict[str, Any] | None = None) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    if samples is not None:
+        (path / SAMPLES_FILE).write_text(json.dumps(samples))
     if dataset is not None:
         (path / DATASET_FILE).write_text(dataset.to_json())
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path / MODEL_FILE)
@@ -81,6 +90,41 @@ def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state
     if front is not None:
         pq.write_table(front, path / FRONT_FILE)
     return path
+
+
+def sample_set(split: Split, split_name: str = "test", n: int = MAX_SAMPLES) -> dict[str, Any]:
+    """The first few samples of ``split``: inputs normalized as the model takes them (nested lists, the form of
+    ``/v1/predict``), rounded to 5 decimals, and per-sample targets where a target is one value per task."""
+    per_sample = max(1, int(torch.tensor(split.x.shape[1:]).prod()))
+    k = max(1, min(n, len(split), MAX_SAMPLE_VALUES // per_sample))
+    x = torch.round(split.inputs(index=slice(0, k)) * 1e5) / 1e5
+    targets = [[float(y[i]) if y[i].is_floating_point() else int(y[i]) for y in split.targets]
+               if all(y[i].numel() == 1 for y in split.targets) else None for i in range(k)]
+    return {"split": split_name, "inputs": x.tolist(), "targets": targets}
+
+
+def read_samples(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's ``samples.json``, or None (a checkpoint written before samples were stored)."""
+    file = Path(path) / SAMPLES_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
+
+
+def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
+    """``run.json``: what is known of the training run once it ended (MLflow run id, test HV)."""
+    (Path(path) / RUN_FILE).write_text(json.dumps(info, indent=2))
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / RUN_FILE
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except ValueError:
+        return {}
 
 
 def read_config(path: str | Path) -> Config:

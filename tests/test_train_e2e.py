@@ -1,6 +1,7 @@
 """End to end: `pareto-ray train` on Ray Train (2 workers) → MLflow → checkpoint → evaluate."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -38,7 +39,11 @@ def test_train_track_evaluate_and_resume(ray_session, tmp_path, mlflow_uri, caps
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "fronts")}
     assert {"fronts/test_front.parquet", "fronts/test_front.png", "fronts/val_front.parquet"} <= artifacts
     assert {a.path for a in client.list_artifacts(out["run_id"], "model")} >= {"model/model.safetensors",
-                                                                               "model/config.json"}
+                                                                               "model/config.json", "model/samples.json",
+                                                                               "model/run.json"}
+    run_info = json.loads(Path(out["checkpoint"], "run.json").read_text())  # the front explorer's model card
+    assert run_info["run_id"] == out["run_id"] and run_info["test_hv"] == pytest.approx(out["test_hv"])
+    assert len(json.loads(Path(out["checkpoint"], "samples.json").read_text())["inputs"]) == 6
     version = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version("e2e-model", "1")
     assert version.run_id == out["run_id"]
 

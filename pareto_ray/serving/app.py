@@ -49,6 +49,7 @@ from pareto_ray import __version__
 from pareto_ray.checkpoint import CheckpointError
 from pareto_ray.runtime import init_ray
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.explorer import PAGE_PATH, ExplorerCard, explorer_card, page
 from pareto_ray.serving.guard import PUBLIC_PATHS, Guard, GuardConfig, error_response, read_token
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import BatchItem, ItemResult
@@ -177,6 +178,9 @@ class ParetoFrontServer:
     def info(self) -> ModelInfo:
         return self.engine.info()
 
+    def explorer_card(self) -> ExplorerCard:
+        return explorer_card(self.engine.served)
+
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
@@ -189,6 +193,7 @@ class ParetoFrontIngress:
         self.settings = ServeSettings()
         self._frontend: Frontend | None = None
         self._frontend_lock = asyncio.Lock()
+        self._card: ExplorerCard | None = None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.settings = ServeSettings.model_validate(user_config or {})
@@ -236,6 +241,18 @@ class ParetoFrontIngress:
     @app.get("/healthz", response_model=Health, summary="Liveness of the ingress (never waits on the model)")
     async def healthz(self) -> Health:
         return Health(status="ok")
+
+    @app.get(PAGE_PATH, include_in_schema=False)
+    async def explorer_page(self) -> Response:
+        body, headers = page()
+        return Response(body, headers=headers)
+
+    @app.get("/v1/explorer/card", response_model=ExplorerCard, responses=_ERRORS,
+             summary="The front explorer's model card (tasks, training run, test HV) and stored test samples")
+    async def explorer_card(self) -> ExplorerCard:
+        if self._card is None:
+            self._card = await self.call_model("explorer_card")
+        return self._card
 
     @app.get("/v1/model", response_model=ModelInfo, summary="Method, tasks, input shape, version and settings",
              responses=_ERRORS)
@@ -328,7 +345,8 @@ def run(model: str, host: str = "127.0.0.1", port: int = 8000, tracking_uri: str
     application = build_app({"model": model, "tracking_uri": tracking_uri, "settings": settings or {},
                              "num_replicas": num_replicas, "token_file": token_file})
     serve.run(application, name="pareto-ray", route_prefix="/", logging_config=logging_config)
-    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "model": model,
+    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs",
+                      "explorer": f"http://{host}:{port}{PAGE_PATH}", "model": model,
                       "model_replicas": num_replicas}), flush=True)
     if not blocking:
         return

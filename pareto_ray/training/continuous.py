@@ -107,6 +107,9 @@ def finalize(cfg: Config, run_id: str, uri: str, checkpoint_path: str) -> FitRes
     val_front = write_front(ckpt.read_checkpoint_front(checkpoint_path), out / "val_front.parquet")
     test_metrics = {k: v for k, v in test.items() if isinstance(v, float)}
     tracking.log_metrics(uri, run_id, {f"test_{k}": v for k, v in test_metrics.items()}, step=state["epoch"])
+    web = uri if uri.startswith(("http://", "https://")) else None  # a file or database path is not a link
+    ckpt.write_run_info(checkpoint_path, {"run_id": run_id, "tracking_uri": web, "test_hv": float(test["hv"]),
+                                          "val_hv": float(state["metrics"]["val_hv"])})
     tracking.log_artifacts(uri, run_id, {"fronts": out, "model": Path(checkpoint_path)})
     if cfg.mlflow.register_model:
         tracking.register_model(uri, run_id, cfg.mlflow.register_model)
