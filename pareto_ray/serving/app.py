@@ -50,6 +50,7 @@ from pareto_ray.checkpoint import CheckpointError
 from pareto_ray.runtime import init_ray
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
 from pareto_ray.serving.guard import PUBLIC_PATHS, Guard, GuardConfig, error_response, read_token
+from pareto_ray.serving.inputs import is_plain_json
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import BatchItem, ItemResult
 from pareto_ray.serving.schemas import (
@@ -290,13 +291,6 @@ class ParetoFrontIngress:
         response.headers["X-Batch-Groups"] = str(result.groups)
         response.headers["X-Forward-Path"] = result.path
         return frontend.response(item, result)
-
-
-def is_plain_json(body: bytes, content_type: str | None) -> bool:
-    """A small JSON body that carries no image or .npy to decode (parsed on the event loop, no thread hop)."""
-    if content_type and content_type.lower().startswith("multipart/"):
-        return False
-    return b'"images"' not in body and b'"npy"' not in body
 
 
 class AppArgs(BaseModel):

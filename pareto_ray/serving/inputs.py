@@ -304,3 +304,13 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int) -> dict[str,
         filename = re.search(r';\s*filename="([^"]*)"', disposition)
         out.setdefault(field, []).append((filename.group(1) if filename else None, content))
     return out
+
+
+def is_plain_json(body: bytes, content_type: str | None) -> bool:
+    """A small JSON body that carries no image or .npy to decode (parsed on the event loop, no thread hop).
+
+    (Here, not in ``app.py``: Ray Serve captures a deployment's globals when the class is decorated, so a
+    helper defined below the deployment would be missing in the replica.)"""
+    if content_type and content_type.lower().startswith("multipart/"):
+        return False
+    return b'"images"' not in body and b'"npy"' not in body
