@@ -39,7 +39,7 @@ def test_train_track_evaluate_and_resume(ray_session, tmp_path, mlflow_uri, caps
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "fronts")}
     assert {"fronts/test_front.parquet", "fronts/test_front.png", "fronts/val_front.parquet"} <= artifacts
     version = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version("e2e-model", "1")
-    assert version.run_id == out["run_id"] and version.model_id  # a logged MLflow model, not an artifact folder
+    assert version.run_id == out["run_id"] and "/models/m-" in version.source  # a logged MLflow model
     local, _ = tracking.download_model("models:/e2e-model/1", mlflow_uri, str(tmp_path / "registered"))
     assert (local / "model.safetensors").is_file() and (local / "config.json").is_file()
     assert (local.parents[1] / "MLmodel").is_file()  # <model>/artifacts/<checkpoint>: a pyfunc model
