@@ -3,8 +3,9 @@
 * ``model.safetensors`` — the preference model's state dict,
 * ``optimizer.safetensors`` — optimizer tensors, its scalars in the metadata,
 * ``config.json`` — the validated run config,
-* ``dataset.json`` — the dataset's tasks and its input spec (shape, dtype, normalization), so the model can
-  be rebuilt, served and its front scored without the data,
+* ``dataset.json`` — the dataset's tasks and its input spec (kind, shape, dtype, normalization, a table's
+  columns: ``pareto_ray.inputs_spec.InputSpec``), so the model can be rebuilt, served and its front scored
+  without the data,
 * ``state.json`` — epoch and the metrics reported with this checkpoint,
 * ``front.parquet`` — the validation front at that epoch,
 * ``samples.json`` — a handful of test-split inputs (as ``/v1/predict`` takes them) and their targets, for the
@@ -27,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pareto_ray.config import Config
+from pareto_ray.inputs_spec import InputSpec
 from pareto_ray.methods import Method, build_model
 from pareto_ray.models import PreferenceModel
 from pareto_ray.splits import MultiTaskDataset, Split
@@ -58,6 +60,11 @@ class DatasetSpec:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.input["shape"])
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The input spec, parsed (its kind inferred for checkpoints written before kinds existed)."""
+        return InputSpec.from_dict(self.input)
 
     @classmethod
     def of(cls, data: MultiTaskDataset) -> DatasetSpec:
@@ -162,7 +169,9 @@ def read_dataset_spec(path: str | Path, cfg: Config | None = None) -> DatasetSpe
     path = Path(path)
     if (path / DATASET_FILE).is_file():
         try:
-            return DatasetSpec.from_json((path / DATASET_FILE).read_text())
+            spec = DatasetSpec.from_json((path / DATASET_FILE).read_text())
+            spec.input_spec  # noqa: B018 - parsed here, so a bad spec fails the load, not a request
+            return spec
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path / DATASET_FILE} is not a readable dataset description: {exc}") from exc
     cfg = cfg or read_config(path)

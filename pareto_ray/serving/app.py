@@ -51,6 +51,7 @@ from pareto_ray.runtime import init_ray
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
 from pareto_ray.serving.explorer import PAGE_PATH, ExplorerCard, explorer_card, page
 from pareto_ray.serving.guard import PUBLIC_PATHS, Guard, GuardConfig, error_response, read_token
+from pareto_ray.serving.inputs import is_plain_json
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import BatchItem, ItemResult
 from pareto_ray.serving.schemas import (
@@ -143,11 +144,24 @@ def _openapi() -> dict[str, Any]:
         components[model.__name__] = js
         schema["paths"][path]["post"]["requestBody"] = {
             "required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"] = {"schema": MULTIPART_SCHEMA}
     app.openapi_schema = schema
     return schema
 
 
 app.openapi = _openapi
+
+#: ``/v1/predict`` as a file upload (``curl -F``): what ``inputs.parse_multipart`` reads.
+MULTIPART_SCHEMA = {
+    "type": "object", "required": ["preference"],
+    "properties": {
+        "preference": {"type": "string", "description": "λ as a JSON array, e.g. [0.3, 0.7]"},
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "image models: one PNG or JPEG file per part (repeat the field)"},
+        "npy": {"type": "string", "format": "binary", "description": "or one .npy file of model inputs [B, *shape]"},
+        "output": {"type": "string", "description": 'options as a JSON object, e.g. {"top_k": 3}'},
+    },
+}
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
@@ -260,7 +274,9 @@ class ParetoFrontIngress:
         info: ModelInfo = await self.call_model("info")
         # each key as applied where it is used: the ingress's own, the model replica's for the rest
         mine = self.settings.model_dump(include=set(INGRESS_SETTINGS))
-        return info.model_copy(update={"settings": info.settings.model_copy(update=mine)})
+        limits = {k: v for k, v in mine.items() if k in info.input.limits}
+        return info.model_copy(update={"settings": info.settings.model_copy(update=mine),
+                                       "input": info.input.model_copy(update={"limits": limits})})
 
     @app.get("/v1/front", response_model=FrontResponse, summary="The model's evaluated front (validation split)",
              responses=_ERRORS)
@@ -275,14 +291,18 @@ class ParetoFrontIngress:
         body = frontend.parse_select(await request.body())
         return await asyncio.to_thread(frontend.select, body)
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Predictions of the model formed for λ",
-              responses=_ERRORS)
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=_ERRORS,
+              summary="Predictions of the model formed for λ: one typed answer per task")
     async def predict(self, request: Request, response: Response) -> PredictResponse:
         frontend = await self.frontend()
         body = await request.body()
-        # raises RequestError (4xx): bad input never reaches the model deployment
-        item = (await asyncio.to_thread(frontend.parse_predict, body) if len(body) > PARSE_IN_THREAD_BYTES
-                else frontend.parse_predict(body))
+        content_type = request.headers.get("content-type")
+        # Parsing, image decoding and row encoding run here, in the ingress, in a thread (so /healthz never waits
+        # behind them and the model replica's forward overlaps them); a RequestError (4xx) means bad input never
+        # reaches the model deployment.
+        item = (await asyncio.to_thread(frontend.parse_predict, body, content_type)
+                if len(body) > PARSE_IN_THREAD_BYTES or not is_plain_json(body, content_type)
+                else frontend.parse_predict(body, content_type))
         result: ItemResult = await self.call_model("predict", item)
         response.headers["X-Batch-Size"] = str(result.batch_size)
         response.headers["X-Batch-Groups"] = str(result.groups)
