@@ -27,13 +27,15 @@ import torch
 from sklearn.datasets import load_wine
 from torch import nn
 
+from pareto_ray.inputs_spec import TabularEncoder
 from pareto_ray.tasks import Task
 
 FEATURES = [name for name in load_wine().feature_names if name not in ("alcohol", "proline")]
 
 
 def wine(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2) -> dict:
-    """The data.factory: tasks and train/val/test splits, inputs standardized with the training split's statistics."""
+    """The data.factory: tasks, train/val/test splits and the encoder of the 11 input columns (each standardized
+    with the training split's statistics)."""
     table = load_wine()
     columns = list(table.feature_names)
     x = table.data[:, [columns.index(f) for f in FEATURES]].astype(np.float32)
@@ -42,7 +44,8 @@ def wine(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2) 
     n_test, n_val = round(len(x) * test_fraction), round(len(x) * val_fraction)
     parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
     train = parts["train"]
-    mean, std = x[train].mean(0), x[train].std(0)
+    # the inputs' encoder, fitted on the training rows: saved in the checkpoint, so the server takes rows by name
+    encoder = TabularEncoder.fit({name: x[train, j] for j, name in enumerate(FEATURES)})
     rich = (proline > np.median(proline[train])).astype(np.float32)
     a_mean, a_std = float(alcohol[train].mean()), float(alcohol[train].std())
     tasks = [
@@ -52,8 +55,10 @@ def wine(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2) 
     ]
     targets = [torch.as_tensor(table.target), torch.as_tensor(rich), torch.as_tensor((alcohol - a_mean) / a_std,
                                                                                     dtype=torch.float32)]
-    return {"tasks": tasks,
-            **{name: (torch.as_tensor((x[idx] - mean) / std), [y[idx] for y in targets]) for name, idx in parts.items()}}
+    encoded = {name: torch.from_numpy(encoder.encode_columns({f: x[idx, j] for j, f in enumerate(FEATURES)}))
+               for name, idx in parts.items()}
+    return {"tasks": tasks, "encoder": encoder,
+            **{name: (encoded[name], [y[idx] for y in targets]) for name, idx in parts.items()}}
 
 
 class WineNet(nn.Module):

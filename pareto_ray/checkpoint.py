@@ -3,10 +3,14 @@
 * ``model.safetensors`` — the preference model's state dict,
 * ``optimizer.safetensors`` — optimizer tensors, its scalars in the metadata,
 * ``config.json`` — the validated run config,
-* ``dataset.json`` — the dataset's tasks and its input spec (shape, dtype, normalization), so the model can
-  be rebuilt, served and its front scored without the data,
+* ``dataset.json`` — the dataset's tasks and its input spec (kind, shape, dtype, normalization, a table's
+  columns: ``pareto_ray.inputs_spec.InputSpec``), so the model can be rebuilt, served and its front scored
+  without the data,
 * ``state.json`` — epoch and the metrics reported with this checkpoint,
-* ``front.parquet`` — the validation front at that epoch.
+* ``front.parquet`` — the validation front at that epoch,
+* ``samples.json`` — a handful of test-split inputs (as ``/v1/predict`` takes them) and their targets, for the
+  front explorer's "try it",
+* ``run.json`` — written after training: the MLflow run id and the test front's HV (the explorer's model card).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pareto_ray.config import Config
+from pareto_ray.inputs_spec import InputSpec
 from pareto_ray.methods import Method, build_model
 from pareto_ray.models import PreferenceModel
 from pareto_ray.splits import MultiTaskDataset, Split
@@ -35,6 +40,10 @@ CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
 STATE_FILE = "state.json"
 FRONT_FILE = "front.parquet"
+SAMPLES_FILE = "samples.json"
+RUN_FILE = "run.json"
+#: At most this many samples, and this many input values in all, are stored in ``samples.json``.
+MAX_SAMPLES, MAX_SAMPLE_VALUES = 6, 200_000
 
 
 class CheckpointError(RuntimeError):
@@ -52,6 +61,11 @@ class DatasetSpec:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.input["shape"])
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The input spec, parsed (its kind inferred for checkpoints written before kinds existed)."""
+        return InputSpec.from_dict(self.input)
+
     @classmethod
     def of(cls, data: MultiTaskDataset) -> DatasetSpec:
         return cls(list(data.tasks), data.train.input_spec())
@@ -67,9 +81,11 @@ class DatasetSpec:
 
 def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state: dict[str, Any],
                     optimizer: torch.optim.Optimizer | None = None, front: pa.Table | None = None,
-                    dataset: DatasetSpec | None = None) -> Path:
+                    dataset: DatasetSpec | None = None, samples: dict[str, Any] | None = None) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    if samples is not None:
+        (path / SAMPLES_FILE).write_text(json.dumps(samples))
     if dataset is not None:
         (path / DATASET_FILE).write_text(dataset.to_json())
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path / MODEL_FILE)
@@ -81,6 +97,41 @@ def save_checkpoint(path: str | Path, model: PreferenceModel, cfg: Config, state
     if front is not None:
         pq.write_table(front, path / FRONT_FILE)
     return path
+
+
+def sample_set(split: Split, split_name: str = "test", n: int = MAX_SAMPLES) -> dict[str, Any]:
+    """The first few samples of ``split``: inputs normalized as the model takes them (nested lists, the form of
+    ``/v1/predict``), rounded to 5 decimals, and per-sample targets where a target is one value per task."""
+    per_sample = max(1, int(torch.tensor(split.x.shape[1:]).prod()))
+    k = max(1, min(n, len(split), MAX_SAMPLE_VALUES // per_sample))
+    x = torch.round(split.inputs(index=slice(0, k)) * 1e5) / 1e5
+    targets = [[float(y[i]) if y[i].is_floating_point() else int(y[i]) for y in split.targets]
+               if all(y[i].numel() == 1 for y in split.targets) else None for i in range(k)]
+    return {"split": split_name, "inputs": x.tolist(), "targets": targets}
+
+
+def read_samples(path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's ``samples.json``, or None (a checkpoint written before samples were stored)."""
+    file = Path(path) / SAMPLES_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{file} is not valid JSON: {exc}") from exc
+
+
+def write_run_info(path: str | Path, info: dict[str, Any]) -> None:
+    """``run.json``: what is known of the training run once it ended (MLflow run id, test HV)."""
+    (Path(path) / RUN_FILE).write_text(json.dumps(info, indent=2))
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / RUN_FILE
+    try:
+        return json.loads(file.read_text()) if file.is_file() else {}
+    except ValueError:
+        return {}
 
 
 def read_config(path: str | Path) -> Config:
@@ -118,7 +169,9 @@ def read_dataset_spec(path: str | Path, cfg: Config | None = None) -> DatasetSpe
     path = Path(path)
     if (path / DATASET_FILE).is_file():
         try:
-            return DatasetSpec.from_json((path / DATASET_FILE).read_text())
+            spec = DatasetSpec.from_json((path / DATASET_FILE).read_text())
+            spec.input_spec  # noqa: B018 - parsed here, so a bad spec fails the load, not a request
+            return spec
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{path / DATASET_FILE} is not a readable dataset description: {exc}") from exc
     cfg = cfg or read_config(path)

@@ -115,7 +115,8 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         return 2
     from pareto_ray.serving.app import run
 
-    console.print(f"serving {args.model} on http://{args.host}:{args.port}  (OpenAPI at /docs; Ctrl-C stops)")
+    console.print(f"serving {args.model} on http://{args.host}:{args.port}  (front explorer at "
+                  f"http://{args.host}:{args.port}/explorer, OpenAPI at /docs; Ctrl-C stops)", soft_wrap=True)
     run(args.model, args.host, args.port, args.tracking_uri, num_replicas=args.replicas, access_log=args.access_log,
         token_file=args.token_file)
     return 0

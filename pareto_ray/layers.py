@@ -118,13 +118,16 @@ class LowRankPreferenceLayer(nn.Module):
             deltas = self.task_deltas()  # [T, out, in, kh, kw]: one convolution with T·out channels
             y = self._conv(x, deltas.flatten(0, 1)).unflatten(1, (T, -1))
             return torch.einsum("nt,ntohw->nohw", pref, y)
+        # One rank-T·r product: x·A (T·r channels), each sample's λ on its T·r channels, then one product with
+        # the T B's side by side ([out, T·r], the scale folded in) — two plain matmuls/convolutions, no 5-D einsum.
+        out = self.lora_B.shape[1]
+        b = (self.scale * self.lora_B).permute(1, 0, 2).reshape(out, T * r)
+        lam = pref.repeat_interleave(r, dim=1)  # [n, T·r]
         if self.is_conv:
-            a = self.lora_A.reshape(T * r, *self.base_layer.weight.shape[1:])
-            xa = self._conv(x, a).unflatten(1, (T, r)) * pref[:, :, None, None, None]
-            return self.scale * torch.einsum("ntrhw,tor->nohw", xa, self.lora_B)
-        xa = torch.einsum("n...i,tri->n...tr", x, self.lora_A)
-        xa = xa * pref.view(pref.shape[0], *([1] * (x.dim() - 2)), T, 1)
-        return self.scale * torch.einsum("n...tr,tor->n...o", xa, self.lora_B)
+            xa = self._conv(x, self.lora_A.reshape(T * r, *self.base_layer.weight.shape[1:]))
+            return F.conv2d(xa * lam[:, :, None, None], b[:, :, None, None])
+        xa = F.linear(x, self.lora_A.reshape(T * r, -1))
+        return F.linear(xa * lam.view(lam.shape[0], *([1] * (x.dim() - 2)), T * r), b)
 
     def extra_repr(self) -> str:
         style = ", conv_style=kernel" if self.kernel_style else ""

@@ -4,7 +4,9 @@ A ``Split`` holds its inputs in their stored form ``x [N, ...]`` (uint8 pixels,
 or floats) and one target tensor per task (``[N]`` class ids or values,
 ``[N, d]`` vectors, ``[N, H, W]`` masks, ...).  The model sees
 ``(x · scale − mean) / std`` as float32, ``mean`` and ``std`` per channel
-(the axis after N) or one number for all.
+(the axis after N) or one number for all.  ``encoding`` adds to the input
+spec what the stored form cannot say itself (``kind``, a tabular dataset's
+``columns``: see ``pareto_ray.inputs_spec``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from pareto_ray.inputs_spec import infer_kind, normalize
 from pareto_ray.tasks import Task, classification_tasks
 
 IMAGE_SIZE = 28
@@ -28,6 +31,7 @@ class Split:
     scale: float = 1 / 255
     mean: Norm = NORMALIZE_MEAN
     std: Norm = NORMALIZE_STD
+    encoding: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, torch.Tensor):  # [N, T] class labels, one column per task
@@ -50,16 +54,10 @@ class Split:
         """``[N, T]``: the per-task targets side by side (tasks with one value per sample only)."""
         return torch.stack(self.targets, dim=1)
 
-    def _norm(self, value: Norm, x: torch.Tensor) -> torch.Tensor | float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        return torch.tensor(value, dtype=torch.float32, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
-
     def inputs(self, device: torch.device | str = "cpu", index: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Float inputs (all, or ``x[index]``), scaled and normalized as the model was trained."""
         x = self.x if index is None else self.x[index]
-        x = x.to(device=device, dtype=torch.float32) * self.scale
-        return (x - self._norm(self.mean, x)) / self._norm(self.std, x)
+        return normalize(x.to(device=device), self.scale, self.mean, self.std)
 
     def targets_at(self, index: slice | torch.Tensor, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         return [y[index].to(device) for y in self.targets]
@@ -69,9 +67,13 @@ class Split:
         return self if k is None else replace(self, x=self.x[:k], targets=[y[:k] for y in self.targets])
 
     def input_spec(self) -> dict[str, Any]:
-        """The stored inputs' shape and dtype and how they are normalized (saved with a checkpoint)."""
-        return {"shape": list(self.x.shape[1:]), "dtype": str(self.x.dtype).removeprefix("torch."),
-                "scale": self.scale, "mean": self.mean, "std": self.std}
+        """The stored inputs' kind, shape and dtype and how they are normalized (saved with a checkpoint; the
+        keys are ``pareto_ray.inputs_spec.InputSpec``'s)."""
+        shape, dtype = list(self.x.shape[1:]), str(self.x.dtype).removeprefix("torch.")
+        extra = dict(self.encoding or {})
+        kind = extra.pop("kind", None) or infer_kind(shape, dtype, "columns" in extra)
+        return {"kind": kind, "shape": shape, "dtype": dtype, "scale": self.scale, "mean": self.mean, "std": self.std,
+                **extra}
 
 
 @dataclass

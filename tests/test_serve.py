@@ -3,14 +3,17 @@
 One trained checkpoint (PaLoRA on MultiDigits, a few epochs of the shared
 loop, no Ray Train) is served from its directory through ``serve run`` on
 serve/config.yaml (the real CLI); a second application, deployed with
-``serve.run``, serves the same model from an MLflow registry URI with
-bearer-token auth on (the token in a file).
+``serve.run``, serves the same model from an MLflow registry URI (an MLflow
+pyfunc model, as training logs it) with bearer-token auth on (the token in a
+file).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -19,16 +22,21 @@ import time
 from pathlib import Path
 
 import httpx
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
+from test_serving_io import corruptions  # the fuzz cases, sent over HTTP here
+from tolerance import assert_close
 
 from pareto_ray import tracking
 from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front
+from pareto_ray.inputs_spec import encode_png
 from pareto_ray.loop import build_optimizer, train_epoch
 from pareto_ray.methods import build_model
 from pareto_ray.preferences import simplex_grid
@@ -126,8 +134,8 @@ def registry(client, trained, tmp_path_factory):
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     run_id, _ = tracking.start_run(uri, "serve-test", "serve-run", {})
-    tracking.log_artifacts(uri, run_id, {"model": trained[0]})
-    version = tracking.register_model(uri, run_id, "pareto-serve-test")
+    model_uri = tracking.log_model(uri, run_id, trained[0])  # an MLflow pyfunc model, as training logs it
+    version = tracking.register_model(uri, run_id, "pareto-serve-test", model_uri=model_uri)
     token_file = tmp_path_factory.mktemp("secret") / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
@@ -464,3 +472,74 @@ def test_cli_has_a_serve_command():
     args = build_parser().parse_args(["serve", "--model", "models:/m/1", "--port", "8200"])
     assert args.model == "models:/m/1" and args.port == 8200 and args.func.__name__ == "cmd_serve"
     assert args.access_log is False and args.replicas is None and args.token_file is None
+
+
+# ----------------------------------------------------------------------------- the input forms over HTTP
+
+def pngs(split, n: int) -> list[bytes]:
+    return [encode_png(x) for x in split.x[:n]]
+
+
+def test_a_training_sample_as_png_gives_the_in_process_prediction(client, trained):
+    _, model, test = trained
+    assert test.x.dtype == torch.uint8  # the stored form: the PNG holds exactly the training pixels
+    want = library_probs(model, inputs(test, 4), [0.3, 0.7])
+    images = [base64.b64encode(p).decode() for p in pngs(test, 4)]
+    r = client.post("/v1/predict", json={"preference": [0.3, 0.7], "images": images, "output": {"top_k": 3}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    for got, w in zip(http_probs(body), want):
+        assert_close(got, w)
+    assert [p["kind"] for p in body["predictions"]] == ["classification"] * 2
+    assert [t["class"] for t in body["predictions"][0]["top_k"][0]] == want[0][0].argsort(descending=True)[:3].tolist()
+    files = [("preference", (None, b"[0.3, 0.7]"))] + [("images", (f"{i}.png", p, "image/png"))
+                                                        for i, p in enumerate(pngs(test, 4))]
+    r = client.post("/v1/predict", files=files)  # multipart/form-data, as curl -F sends it
+    assert r.status_code == 200, r.text
+    for got, w in zip(http_probs(r.json()), want):
+        assert_close(got, w)
+
+
+def test_model_info_and_openapi_show_the_input_spec_and_typed_answers(client):
+    info = client.get("/v1/model").json()
+    assert info["input"]["kind"] == "image" and info["input"]["forms"] == ["images", "npy", "inputs"]
+    assert info["input"]["limits"]["max_inputs"] == SETTINGS["max_inputs"]
+    assert [t["kind"] for t in info["tasks"]] == ["classification"] * 2
+    schema = client.get("/openapi.json").json()
+    names = set(schema["components"]["schemas"])
+    assert {"ClassificationPrediction", "BinaryPrediction", "RegressionPrediction", "SegmentationPrediction",
+            "DepthPrediction", "NormalsPrediction", "InputInfo"} <= names
+    assert "multipart/form-data" in schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+
+
+def test_fuzzed_inputs_get_4xx_naming_the_field_and_the_server_stays_up(client, trained):
+    rng = random.Random(5)
+    sent = 0
+    for _ in range(3):  # bounded: 3 draws of every corruption
+        for name, body, ctype in corruptions(rng):
+            r = client.post("/v1/predict", content=body, headers={"content-type": ctype or "application/json"})
+            sent += 1
+            if r.status_code == 200:
+                continue  # a flipped bit in pixel data can leave a valid PNG
+            assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
+            assert r.json()["error"]["field"], name
+    assert sent >= 45 and client.get("/healthz").status_code == 200
+    good = [base64.b64encode(p).decode() for p in pngs(trained[2], 1)]
+    assert client.post("/v1/predict", json={"preference": [0.5, 0.5], "images": good}).status_code == 200
+
+
+def test_the_mlflow_pyfunc_model_answers_as_the_server(registry, trained):
+    version, uri = registry
+    images = [base64.b64encode(p).decode() for p in pngs(trained[2], 3)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{URL}/registry/v1/predict", json={"preference": [0.6, 0.4], "images": images}, headers=headers,
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/pareto-serve-test/{version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    answer = model.predict(pd.DataFrame({"image": images}), params={"preference": [0.6, 0.4]})
+    for got, want in zip(http_probs(answer), http_probs(r.json())):
+        assert_close(got, want)

@@ -1,12 +1,14 @@
 """End to end: `pareto-ray train` on Ray Train (2 workers) → MLflow → checkpoint → evaluate."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
+from pareto_ray import tracking
 from pareto_ray.cli import main
 
 pytestmark = pytest.mark.slow
@@ -37,10 +39,15 @@ def test_train_track_evaluate_and_resume(ray_session, tmp_path, mlflow_uri, caps
     assert run.data.metrics["test_hv"] == pytest.approx(out["test_hv"])
     artifacts = {a.path for a in client.list_artifacts(out["run_id"], "fronts")}
     assert {"fronts/test_front.parquet", "fronts/test_front.png", "fronts/val_front.parquet"} <= artifacts
-    assert {a.path for a in client.list_artifacts(out["run_id"], "model")} >= {"model/model.safetensors",
-                                                                               "model/config.json"}
+    run_info = json.loads(Path(out["checkpoint"], "run.json").read_text())  # the front explorer's model card
+    assert run_info["run_id"] == out["run_id"] and run_info["test_hv"] == pytest.approx(out["test_hv"])
+    assert len(json.loads(Path(out["checkpoint"], "samples.json").read_text())["inputs"]) == 6
     version = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version("e2e-model", "1")
-    assert version.run_id == out["run_id"]
+    assert version.run_id == out["run_id"] and "/models/m-" in version.source  # a logged MLflow model
+    local, _ = tracking.download_model("models:/e2e-model/1", mlflow_uri, str(tmp_path / "registered"))
+    assert (local / "model.safetensors").is_file() and (local / "config.json").is_file()
+    assert (local.parents[1] / "MLmodel").is_file()  # <model>/artifacts/<checkpoint>: a pyfunc model
+    assert (local / "samples.json").is_file() and (local / "run.json").is_file()  # the explorer's, wherever it loads
 
     # the checkpoint re-evaluates to the same front (val front stored at training time, test front from the run)
     front = pq.read_table(out["front"])

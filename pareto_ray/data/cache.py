@@ -87,6 +87,8 @@ def to_table(ds: MultiTaskDataset) -> pa.Table:
     first = ds.train
     meta = {"x": _spec(x), "targets": [_spec(y) for y in targets], "tasks": [t.to_dict() for t in ds.tasks],
             "input": {"scale": first.scale, "mean": first.mean, "std": first.std}}
+    if first.encoding:  # a tabular dataset's columns, an input kind: what the stored tensor cannot say itself
+        meta["input"]["encoding"] = first.encoding
     return pa.table(columns).replace_schema_metadata({"pareto_ray": json.dumps(meta)})
 
 

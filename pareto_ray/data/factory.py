@@ -14,7 +14,13 @@ pareto-ray import but ``Task``, a plain dict::
         "train": (x, [y_cultivar, y_rich, y_alcohol]),      # x [N, ...]; one target per task, N first
         "val": (x, targets), "test": (x, targets),
         "normalize": {"mean": ..., "std": ..., "scale": 1.0},  # optional: how x becomes the model's input
+        "encoder": TabularEncoder(...),   # optional, tables: the columns x was encoded from (served by name)
+        "input": {"kind": "tensor"},      # optional: input spec keys to override (e.g. not an image)
     }
+
+With an ``encoder`` (``pareto_ray.inputs_spec.TabularEncoder``, fitted on the
+training rows and used to encode every split: ``encoder.encode_columns``),
+the checkpoint keeps the columns and the server takes rows by column name.
 
 Arrays may be NumPy or torch; a target dict keyed by task name is accepted
 too.  Tensors in memory are the protocol because they are what every loader
@@ -32,6 +38,7 @@ import torch
 
 from pareto_ray.config import DataConfig
 from pareto_ray.factories import import_object
+from pareto_ray.inputs_spec import TabularEncoder
 from pareto_ray.splits import MultiTaskDataset, Split
 from pareto_ray.tasks import Task
 
@@ -45,7 +52,8 @@ def _tensor(value: Any, what: str) -> torch.Tensor:
         raise ValueError(f"data.factory: {what} is not an array ({type(value).__name__}): {exc}") from None
 
 
-def _split(name: str, value: Any, tasks: list[Task], norm: dict[str, Any]) -> Split:
+def _split(name: str, value: Any, tasks: list[Task], norm: dict[str, Any],
+           encoding: dict[str, Any] | None = None) -> Split:
     try:
         x, targets = value
     except (TypeError, ValueError):
@@ -58,7 +66,7 @@ def _split(name: str, value: Any, tasks: list[Task], norm: dict[str, Any]) -> Sp
     targets = [_tensor(y, f"{name} targets of {t.name!r}") for y, t in zip(targets, tasks)]
     if len(targets) != len(tasks):
         raise ValueError(f"data.factory: {name!r} has {len(targets)} targets for {len(tasks)} tasks")
-    return Split(_tensor(x, f"{name} inputs"), targets, **norm)
+    return Split(_tensor(x, f"{name} inputs"), targets, **norm, encoding=encoding)
 
 
 def dataset_from(result: Any, where: str) -> MultiTaskDataset:
@@ -76,8 +84,27 @@ def dataset_from(result: Any, where: str) -> MultiTaskDataset:
         raise ValueError(f"{where}: tasks must be a non-empty list of pareto_ray.tasks.Task")
     norm = {"scale": 1.0, "mean": 0.0, "std": 1.0} | dict(result.get("normalize") or {})
     norm = {k: tuple(v) if isinstance(v, (list, np.ndarray)) else v for k, v in norm.items()}
-    splits = {name: _split(name, result[name], tasks, norm) for name in ("train", "val", "test")}
+    encoding = _encoding(result, where)
+    splits = {name: _split(name, result[name], tasks, norm, encoding) for name in ("train", "val", "test")}
+    width = splits["train"].x.shape[1:]
+    if encoding and "columns" in encoding and tuple(width) != (TabularEncoder.from_dict(encoding["columns"]).width,):
+        raise ValueError(f"{where}: the encoder's columns give {TabularEncoder.from_dict(encoding['columns']).width} "
+                         f"features, the inputs have shape {list(width)}")
     return MultiTaskDataset(tasks=tasks, **splits)
+
+
+def _encoding(result: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The input spec keys a factory adds: its ``input`` dict and its ``encoder``'s columns."""
+    extra = dict(result.get("input") or {})
+    encoder = result.get("encoder")
+    if encoder is not None:
+        if isinstance(encoder, (list, tuple)):
+            encoder = TabularEncoder.from_dict(encoder)
+        if not isinstance(encoder, TabularEncoder):
+            raise ValueError(f"{where}: encoder must be a pareto_ray.inputs_spec.TabularEncoder, got "
+                             f"{type(encoder).__name__}")
+        extra |= {"kind": "tabular", "columns": encoder.to_dict()}
+    return extra or None
 
 
 def build_from_factory(cfg: DataConfig) -> MultiTaskDataset:

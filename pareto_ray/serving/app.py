@@ -49,7 +49,9 @@ from pareto_ray import __version__
 from pareto_ray.checkpoint import CheckpointError
 from pareto_ray.runtime import init_ray
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
+from pareto_ray.serving.explorer import PAGE_PATH, ExplorerCard, explorer_card, page
 from pareto_ray.serving.guard import PUBLIC_PATHS, Guard, GuardConfig, error_response, read_token
+from pareto_ray.serving.inputs import is_plain_json
 from pareto_ray.serving.loading import load_served_model
 from pareto_ray.serving.predictors import BatchItem, ItemResult
 from pareto_ray.serving.schemas import (
@@ -142,11 +144,24 @@ def _openapi() -> dict[str, Any]:
         components[model.__name__] = js
         schema["paths"][path]["post"]["requestBody"] = {
             "required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"] = {"schema": MULTIPART_SCHEMA}
     app.openapi_schema = schema
     return schema
 
 
 app.openapi = _openapi
+
+#: ``/v1/predict`` as a file upload (``curl -F``): what ``inputs.parse_multipart`` reads.
+MULTIPART_SCHEMA = {
+    "type": "object", "required": ["preference"],
+    "properties": {
+        "preference": {"type": "string", "description": "λ as a JSON array, e.g. [0.3, 0.7]"},
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "image models: one PNG or JPEG file per part (repeat the field)"},
+        "npy": {"type": "string", "format": "binary", "description": "or one .npy file of model inputs [B, *shape]"},
+        "output": {"type": "string", "description": 'options as a JSON object, e.g. {"top_k": 3}'},
+    },
+}
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
@@ -177,6 +192,9 @@ class ParetoFrontServer:
     def info(self) -> ModelInfo:
         return self.engine.info()
 
+    def explorer_card(self) -> ExplorerCard:
+        return explorer_card(self.engine.served)
+
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
@@ -189,6 +207,7 @@ class ParetoFrontIngress:
         self.settings = ServeSettings()
         self._frontend: Frontend | None = None
         self._frontend_lock = asyncio.Lock()
+        self._card: ExplorerCard | None = None
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.settings = ServeSettings.model_validate(user_config or {})
@@ -237,13 +256,27 @@ class ParetoFrontIngress:
     async def healthz(self) -> Health:
         return Health(status="ok")
 
+    @app.get(PAGE_PATH, include_in_schema=False)
+    async def explorer_page(self) -> Response:
+        body, headers = page()
+        return Response(body, headers=headers)
+
+    @app.get("/v1/explorer/card", response_model=ExplorerCard, responses=_ERRORS,
+             summary="The front explorer's model card (tasks, training run, test HV) and stored test samples")
+    async def explorer_card(self) -> ExplorerCard:
+        if self._card is None:
+            self._card = await self.call_model("explorer_card")
+        return self._card
+
     @app.get("/v1/model", response_model=ModelInfo, summary="Method, tasks, input shape, version and settings",
              responses=_ERRORS)
     async def model_info(self) -> ModelInfo:
         info: ModelInfo = await self.call_model("info")
         # each key as applied where it is used: the ingress's own, the model replica's for the rest
         mine = self.settings.model_dump(include=set(INGRESS_SETTINGS))
-        return info.model_copy(update={"settings": info.settings.model_copy(update=mine)})
+        limits = {k: v for k, v in mine.items() if k in info.input.limits}
+        return info.model_copy(update={"settings": info.settings.model_copy(update=mine),
+                                       "input": info.input.model_copy(update={"limits": limits})})
 
     @app.get("/v1/front", response_model=FrontResponse, summary="The model's evaluated front (validation split)",
              responses=_ERRORS)
@@ -258,14 +291,18 @@ class ParetoFrontIngress:
         body = frontend.parse_select(await request.body())
         return await asyncio.to_thread(frontend.select, body)
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Predictions of the model formed for λ",
-              responses=_ERRORS)
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=_ERRORS,
+              summary="Predictions of the model formed for λ: one typed answer per task")
     async def predict(self, request: Request, response: Response) -> PredictResponse:
         frontend = await self.frontend()
         body = await request.body()
-        # raises RequestError (4xx): bad input never reaches the model deployment
-        item = (await asyncio.to_thread(frontend.parse_predict, body) if len(body) > PARSE_IN_THREAD_BYTES
-                else frontend.parse_predict(body))
+        content_type = request.headers.get("content-type")
+        # Parsing, image decoding and row encoding run here, in the ingress, in a thread (so /healthz never waits
+        # behind them and the model replica's forward overlaps them); a RequestError (4xx) means bad input never
+        # reaches the model deployment.
+        item = (await asyncio.to_thread(frontend.parse_predict, body, content_type)
+                if len(body) > PARSE_IN_THREAD_BYTES or not is_plain_json(body, content_type)
+                else frontend.parse_predict(body, content_type))
         result: ItemResult = await self.call_model("predict", item)
         response.headers["X-Batch-Size"] = str(result.batch_size)
         response.headers["X-Batch-Groups"] = str(result.groups)
@@ -328,7 +365,8 @@ def run(model: str, host: str = "127.0.0.1", port: int = 8000, tracking_uri: str
     application = build_app({"model": model, "tracking_uri": tracking_uri, "settings": settings or {},
                              "num_replicas": num_replicas, "token_file": token_file})
     serve.run(application, name="pareto-ray", route_prefix="/", logging_config=logging_config)
-    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs", "model": model,
+    print(json.dumps({"url": f"http://{host}:{port}", "docs": f"http://{host}:{port}/docs",
+                      "explorer": f"http://{host}:{port}{PAGE_PATH}", "model": model,
                       "model_replicas": num_replicas}), flush=True)
     if not blocking:
         return

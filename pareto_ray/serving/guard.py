@@ -28,10 +28,12 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from pareto_ray.serving.explorer import PAGE_PATHS
 from pareto_ray.serving.schemas import TOKEN_ENV, ServeSettings, error_body
 
-#: Paths open without the bearer token (health checks and the API's own documentation).
-PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+#: Paths open without the bearer token (health checks, the API's own documentation, the explorer page: it holds
+#: nothing of the model and asks for the token itself).
+PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc") + PAGE_PATHS
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 Scope = dict[str, Any]

@@ -17,6 +17,8 @@ from pareto_ray.checkpoint import (
     load_model,
     read_checkpoint_front,
     read_dataset_spec,
+    read_run_info,
+    read_samples,
     read_state,
 )
 from pareto_ray.config import Config
@@ -37,6 +39,8 @@ class ServedModel:
     epoch: int | None
     num_classes: int
     dataset: DatasetSpec
+    samples: dict | None = None  # samples.json: the explorer's "try it"
+    run: dict | None = None  # run.json: MLflow run id, test HV
 
 
 def load_served_model(source: str, tracking_uri: str | None = None) -> ServedModel:
@@ -81,9 +85,12 @@ def _load(path: Path, source: str, version: str) -> ServedModel:
     except (CheckpointError, ValueError, KeyError, TypeError):
         epoch = None
     spec = read_dataset_spec(path, cfg)
-    with torch.inference_mode():  # the model runs on an input of its shape
+    with torch.inference_mode():  # the model runs on an input of its shape, with one output per task
         t = model.num_tasks
-        num_classes = model.forward_ray(torch.zeros(1, *spec.input_shape), torch.full((t,), 1.0 / t))[0].shape[-1]
+        outputs = model.forward_ray(torch.zeros(1, *spec.input_shape), torch.full((t,), 1.0 / t))
+    if len(outputs) != len(spec.tasks):
+        raise CheckpointError(f"{path}/dataset.json declares {len(spec.tasks)} tasks, the model has {len(outputs)} heads")
+    num_classes = spec.tasks[0].outputs if spec.tasks else outputs[0].shape[-1]
     return ServedModel(model=model, cfg=cfg, method=cfg.method.name, preference_conditioned=method.preference_conditioned,
                        front=front, source=source, version=version, weights_sha256=sha, epoch=epoch,
-                       num_classes=int(num_classes), dataset=spec)
+                       num_classes=int(num_classes), dataset=spec, samples=read_samples(path), run=read_run_info(path))

@@ -18,6 +18,9 @@ How a batch is run (``Predictor.run_batch``):
    runs merged.  ``forward_path`` in the settings can force either path.
 4. a model that ignores λ (``FixedModel``, method ``ls``) runs one forward.
 
+The raw outputs go back per request; the ingress presents them per task kind
+(``serving.outputs``).
+
 A discrete front (K models trained for K preferences, as Pareto MTL gives)
 runs through the generic path (``forward_ray`` answers λ with the nearest
 key's model).
@@ -41,20 +44,21 @@ from torch.func import functional_call
 from pareto_ray.layers import LowRankPreferenceLayer, inject
 from pareto_ray.models import AdaptedModel, FixedModel, PreferenceModel
 from pareto_ray.serving.inputs import INPUT_SHAPE, PrefKey
-from pareto_ray.serving.schemas import ServeSettings
+from pareto_ray.serving.schemas import OutputOptions, ServeSettings
 
 
 @dataclass
 class BatchItem:
-    """One validated request: its inputs and its rounded λ."""
+    """One validated request: its inputs (the model's float tensor), its rounded λ and what to add to its answer."""
 
     inputs: torch.Tensor
     preference: PrefKey
+    output: OutputOptions | None = None
 
 
 @dataclass
 class ItemResult:
-    probabilities: list[torch.Tensor]  # per task, [n, C]
+    outputs: list[torch.Tensor]  # per task, the raw outputs [n, ...] (logits, values, maps): the task kind presents them
     path: str
     batch_size: int
     groups: int
@@ -171,7 +175,7 @@ class Predictor(ABC):
     @abstractmethod
     def forward(self, items: list[BatchItem], groups: dict[PrefKey, list[int]],
                 path: str) -> list[list[torch.Tensor]]:
-        """Logits per item, per task."""
+        """Raw outputs per item, per task."""
 
     def choose_path(self, groups: dict[PrefKey, list[int]], samples: int, settings: ServeSettings) -> str:
         return "fixed"
@@ -191,8 +195,8 @@ class Predictor(ABC):
         groups = group_by_preference(items)
         samples = sum(len(item.inputs) for item in items)
         path = self.choose_path(groups, samples, settings)
-        logits = self.forward(items, groups, path)
-        return [ItemResult([t.softmax(-1) for t in per_task], path, len(items), len(groups)) for per_task in logits]
+        outputs = self.forward(items, groups, path)  # each request gets its own copy: a view would carry the batch
+        return [ItemResult([t.clone() for t in per_task], path, len(items), len(groups)) for per_task in outputs]
 
 
 class FixedPredictor(Predictor):

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     StrictFloat,
     StrictInt,
+    StrictStr,
     ValidationError,
     model_validator,
 )
@@ -24,7 +27,10 @@ FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
 
 #: The settings the ingress deployment applies (HTTP limits, request validation); the model deployment applies the rest.
 INGRESS_SETTINGS = frozenset({"preference_tolerance", "allow_pseudo", "max_inputs", "max_body_bytes", "body_timeout_s",
-                              "max_header_bytes", "max_headers", "model_timeout_s"})
+                              "max_header_bytes", "max_headers", "model_timeout_s", "max_image_pixels",
+                              "max_request_pixels"})
+#: The request fields that carry inputs: exactly one per request.
+INPUT_FORMS = ("inputs", "npy", "images", "rows")
 
 
 class ServeSettings(BaseModel):
@@ -44,7 +50,13 @@ class ServeSettings(BaseModel):
     forward_path: Literal["auto", "merged", "per_sample"] = Field(
         default="auto", description="auto = the measured cost model picks per batch")
     cache_size: int = Field(default=64, ge=1, le=100_000, description="λ whose merged weights are kept (LRU)")
-    max_inputs: int = Field(default=256, ge=1, le=65_536, description="inputs per request")
+    max_inputs: int = Field(default=256, ge=1, le=65_536, description="inputs per request (images, rows, tensors)")
+    max_image_pixels: int = Field(
+        default=16_777_216, ge=1, description="pixels per image (width × height, read from its header before decoding); "
+                                              "more is a 413")
+    max_request_pixels: int = Field(
+        default=67_108_864, ge=1, description="pixels of all images of one request, from their headers before any is "
+                                              "decoded; more is a 413 (bounds the decoding work per request)")
     max_body_bytes: int = Field(default=8 * 2**20, ge=1024, description="larger request bodies get 413")
     body_timeout_s: float = Field(
         default=10.0, gt=0, le=600,
@@ -57,32 +69,120 @@ class ServeSettings(BaseModel):
                     "then 503")
 
 
+class OutputOptions(BaseModel):
+    """What to add to the answers (per task kind)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: StrictInt | None = Field(default=None, ge=1, le=1000,
+                                    description="classification: also the k most probable classes of each input")
+    areas: StrictBool = Field(default=False, description="segmentation: also the fraction of pixels of each class")
+
+
 class PredictRequest(BaseModel):
+    """λ and the inputs, in exactly one of the forms ``inputs``, ``npy``, ``images`` or ``rows`` (GET /v1/model
+    says which the model takes: ``input.forms``)."""
+
     model_config = ConfigDict(extra="forbid")
     preference: list[StrictFloat] = Field(
         description="λ: one weight per task, each ≥ 0, summing to 1 (±preference_tolerance)", examples=[[0.5, 0.5]])
-    inputs: list[Any] = Field(
-        description="B ≥ 1 inputs as nested lists of numbers, shaped [B, 1, 28, 28]: images normalized like "
-                    "training, (pixel/255 − 0.1307) / 0.3081 (see GET /v1/model)")
+    inputs: list[Any] | None = Field(
+        default=None,
+        description="B ≥ 1 model inputs as nested lists of numbers shaped [B, *input.shape], normalized like training: "
+                    "(stored · scale − mean) / std (see GET /v1/model)")
+    npy: str | None = Field(default=None, description="the same model inputs as one base64 .npy file of shape "
+                                                      "[B, *input.shape] (numpy.save; no object arrays)")
+    images: list[str] | None = Field(
+        default=None, description="image models: B base64 PNG or JPEG images (a data: URL too), decoded, converted, "
+                                  "resized and normalized as the training images were")
+    rows: list[dict[str, Any]] | None = Field(
+        default=None, description="tabular models: B rows, objects by column name (GET /v1/model: input.columns), "
+                                  "encoded with the encoder fitted at training time",
+        examples=[[{"alcohol": 13.2, "color": "red"}]])
+    output: OutputOptions = Field(default_factory=OutputOptions)
+
+    def forms(self) -> list[str]:
+        """The input forms this request sends (exactly one is valid)."""
+        return [name for name in INPUT_FORMS if getattr(self, name) is not None]
 
 
-class TaskPrediction(BaseModel):
+class _Prediction(BaseModel):
     task: int = Field(description="task number, 1-based")
+    name: str = Field(description="the task's name (its attribute, target, ...)")
+
+
+class TopClass(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_id: int = Field(alias="class")
+    name: str | None = Field(default=None, description="the class's name, when the task has labels")
+    probability: float
+
+
+class ClassificationPrediction(_Prediction):
+    kind: Literal["classification"] = "classification"
     classes: list[int] = Field(description="predicted class per input")
+    class_names: list[str] | None = Field(default=None, description="their names, when the task has labels")
     probabilities: list[list[float]] = Field(description="class probabilities per input")
+    top_k: list[list[TopClass]] | None = Field(default=None, description="the k most probable classes per input "
+                                                                         "(output.top_k)")
+
+
+class BinaryPrediction(_Prediction):
+    kind: Literal["binary"] = "binary"
+    probability: list[float] = Field(description="P(attribute) per input")
+    label: list[int] = Field(description="1 where probability > 0.5, else 0")
+
+
+class RegressionPrediction(_Prediction):
+    kind: Literal["regression"] = "regression"
+    values: list[list[float]] = Field(description="per input, the task's outputs in the target's original units "
+                                                  "(the training normalization undone)")
+
+
+class SegmentationPrediction(_Prediction):
+    kind: Literal["segmentation"] = "segmentation"
+    masks: list[str] = Field(description="per input, the class of every pixel as a base64 PNG: palette (mode P, "
+                                         "pixel value = class id) for ≤ 256 classes, else 16-bit grayscale")
+    areas: list[dict[str, float]] | None = Field(
+        default=None, description="per input, the fraction of pixels of each predicted class, by class name or id "
+                                  "(output.areas)")
+
+
+class DepthPrediction(_Prediction):
+    kind: Literal["depth"] = "depth"
+    depth: list[str] = Field(description="per input, the depth map as a base64 .npy float32 [H, W] (numpy.load)")
+
+
+class NormalsPrediction(_Prediction):
+    kind: Literal["normals"] = "normals"
+    normals: list[str] = Field(description="per input, unit surface normals as a base64 .npy float32 [3, H, W]")
+
+
+TaskPrediction = Annotated[ClassificationPrediction | BinaryPrediction | RegressionPrediction | SegmentationPrediction
+                           | DepthPrediction | NormalsPrediction, Field(discriminator="kind")]
 
 
 class PredictResponse(BaseModel):
     preference: list[float] = Field(description="the λ used: the request's λ rounded to the tolerance")
-    predictions: list[TaskPrediction]
+    predictions: list[TaskPrediction] = Field(description="one answer per task, typed by its kind")
     forward: Literal["merged", "per_sample", "fixed"] = Field(description="how the batch holding this request ran")
     batch_size: int = Field(description="requests in the batch that served this one")
 
 
+def _task_name(name: str) -> str:
+    if name.strip().lstrip("+-").isdigit():
+        raise ValueError("a task number must be a JSON number, not a string")
+    return name
+
+
+#: A task by its 1-based number or by its name (a name is never a number in a string: "1" is refused).
+TaskRef = Annotated[StrictInt, Field(ge=1)] | Annotated[StrictStr, AfterValidator(_task_name)]
+
+
 class Constraint(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: StrictInt = Field(ge=1, description="task number, 1-based")
-    metric: Literal["acc", "loss"] = "acc"
+    task: TaskRef = Field(description="task number (1-based) or name")
+    metric: str | None = Field(default=None, description="one of the task's metrics on the front (GET /v1/model: "
+                                                         "tasks[].metrics); default its front metric")
     min: FiniteNumber | None = Field(default=None, description="metric ≥ min (a finite number)")
     max: FiniteNumber | None = Field(default=None, description="metric ≤ max (a finite number)")
 
@@ -92,16 +192,17 @@ class Constraint(BaseModel):
             raise ValueError("a constraint needs min or max")
         return self
 
-    def describe(self) -> str:
+    def describe(self, metric: str | None = None) -> str:
         parts = ([f"≥ {self.min:g}"] if self.min is not None else []) + ([f"≤ {self.max:g}"] if self.max is not None else [])
-        return f"task {self.task} {self.metric} {' and '.join(parts)}"
+        return f"task {self.task} {metric or self.metric} {' and '.join(parts)}"
 
 
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: StrictInt | None = Field(default=None, ge=1, description="task to optimize; none = the mean over tasks")
-    metric: Literal["acc", "loss"] = "acc"
-    goal: Literal["max", "min"] = "max"
+    task: TaskRef | None = Field(default=None, description="task to optimize (number or name); none = the mean over "
+                                                           "tasks (when they share the metric)")
+    metric: str | None = Field(default=None, description="default: the task's front metric")
+    goal: Literal["max", "min"] | None = Field(default=None, description="default: the metric's better direction")
 
 
 class SelectRequest(BaseModel):
@@ -115,10 +216,51 @@ class SelectRequest(BaseModel):
 class SelectResponse(BaseModel):
     feasible: bool = Field(description="whether the chosen λ meets every constraint")
     preference: list[float] = Field(description="the chosen λ (send it to /v1/predict)")
-    expected: dict[str, float] = Field(description="front metrics expected at λ (linear between evaluated rays)")
+    expected: dict[str, float] = Field(description="every front metric expected at λ, as <metric>_<task> (linear "
+                                                   "between evaluated rays)")
     objective: float
     interpolated: bool = Field(description="λ lies between the evaluated rays, not on one")
     message: str
+
+
+class MetricInfo(BaseModel):
+    name: str
+    higher_is_better: bool
+
+
+class TaskInfo(BaseModel):
+    task: int = Field(description="task number, 1-based")
+    name: str
+    kind: Literal["classification", "binary", "regression", "segmentation", "depth", "normals"]
+    outputs: int = Field(description="classes (classification, segmentation) or output values")
+    labels: list[str] | None = Field(description="class names, when the dataset gives them")
+    front_metric: str
+    metrics: list[MetricInfo] = Field(description="the metrics on the front (/v1/front, /v1/select), with direction")
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type: Literal["number", "category", "boolean"]
+    categories: list[str] | None = None
+    nullable: bool = False
+
+
+class InputInfo(BaseModel):
+    kind: Literal["image", "tabular", "tensor"]
+    forms: list[str] = Field(description="the request fields this model takes: images (and multipart uploads), rows, "
+                                         "npy, inputs")
+    shape: list[int] = Field(description="one stored input: [C, H, W] images, [F] encoded rows")
+    dtype: str = Field(description="the stored inputs' dtype (uint8 pixels)")
+    channels: int | None = Field(default=None, description="images: 3 (RGB) or 1 (grayscale)")
+    size: list[int] | None = Field(default=None, description="images: [H, W] every image is resized to")
+    resize: str | None = Field(default=None, description="images: PIL's resampling filter")
+    scale: float
+    mean: float | list[float]
+    std: float | list[float] = Field(description="the model sees (stored · scale − mean) / std (inputs and npy are "
+                                                 "in that space already)")
+    columns: list[ColumnInfo] | None = Field(default=None, description="tabular: the columns rows are sent by")
+    features: list[str] | None = Field(default=None, description="tabular: the encoded features, in order")
+    limits: dict[str, int] = Field(description="max_inputs, max_body_bytes, max_image_pixels, max_request_pixels")
 
 
 class ModelInfo(BaseModel):
@@ -129,6 +271,8 @@ class ModelInfo(BaseModel):
     backbone: str
     input_shape: list[int]
     input_normalization: dict[str, float]
+    input: InputInfo = Field(description="the input spec: kind, accepted forms, shape, normalization, columns, limits")
+    tasks: list[TaskInfo]
     source: str
     version: str = Field(description="registry version when served from MLflow, else 'checkpoint'")
     weights_sha256: str

@@ -9,8 +9,9 @@ import pyarrow as pa
 from pymoo.util.ref_dirs import get_reference_directions
 from scipy.interpolate import LinearNDInterpolator
 
-from pareto_ray.fronts import front_arrays
+from pareto_ray.fronts import front_tasks, metric_block
 from pareto_ray.serving.schemas import RequestError, SelectRequest, SelectResponse
+from pareto_ray.tasks import Task
 
 
 def _candidate_grid(num_tasks: int, resolution: int, max_points: int = 20_000) -> np.ndarray:
@@ -34,58 +35,103 @@ def _interpolate(rays: np.ndarray, values: np.ndarray, points: np.ndarray) -> np
     return LinearNDInterpolator(rays[:, :-1], values)(points[:, :-1])
 
 
+def front_columns(front: pa.Table) -> tuple[np.ndarray, list[Task], list[str], np.ndarray]:
+    """(rays ``[K, T]``, the tasks, the metric columns ``<metric>_<t>``, their values ``[K, D]``)."""
+    tasks = front_tasks(front)
+    rays = metric_block(front, ["ray"] * len(tasks))
+    names = [n for n in front.column_names if not n.startswith("ray_")]
+    values = np.stack([front.column(n).to_numpy().astype(np.float64) for n in names], axis=1)
+    return rays, tasks, names, values
+
+
+def _task_index(ref: int | str, tasks: list[Task], field: str) -> int:
+    """The 0-based index of a task named by its 1-based number or its name, or a 422 at ``field``."""
+    if isinstance(ref, int):
+        if not 1 <= ref <= len(tasks):
+            raise RequestError(field, f"task {ref} does not exist", f"a task number in 1..{len(tasks)} or a task name")
+        return ref - 1
+    names = [t.name for t in tasks]
+    if ref not in names:
+        raise RequestError(field, f"task {ref!r} does not exist", f"a task number in 1..{len(tasks)} or one of "
+                                                                   f"{', '.join(names)}")
+    return names.index(ref)
+
+
+def _metric(metric: str | None, task: Task, t: int, columns: list[str], field: str) -> str:
+    """The column ``<metric>_<t+1>`` for a task's metric (default: its front metric), or a 422 at ``field``."""
+    name = metric or task.front_metric
+    column = f"{name}_{t + 1}"
+    if column not in columns:
+        have = [c.rsplit("_", 1)[0] for c in columns if c.rsplit("_", 1)[1] == str(t + 1)]
+        raise RequestError(field, f"task {task.name!r} ({task.kind}) has no metric {name!r} on the front",
+                           f"one of {', '.join(have)}")
+    return column
+
+
 def select_preference(front: pa.Table, request: SelectRequest) -> SelectResponse:
     """The λ (on or between the front's rays) that best meets ``request``.
 
-    Candidates are the evaluated rays and a dense simplex grid inside their hull,
-    with metrics interpolated linearly between rays.  Feasible candidates are
-    ranked by the objective; if none is feasible, the least-violating one is
-    returned with ``feasible = False``.
+    Targets are in each task's own metrics (any metric the front holds for it, default its front metric),
+    the objective's goal defaults to the metric's better direction.  Candidates are the evaluated rays and a
+    dense simplex grid inside their hull, with metrics interpolated linearly between rays.  Feasible
+    candidates are ranked by the objective; if none is feasible, the least-violating one is returned with
+    ``feasible = False``.
     """
-    rays, acc, loss = front_arrays(front)
+    rays, tasks, columns, values = front_columns(front)
     k, t = rays.shape
+    bounds = []
     for i, c in enumerate(request.constraints):
-        if c.task > t:
-            raise RequestError(f"constraints.{i}.task", f"task {c.task} does not exist", f"a task number in 1..{t}")
-    if request.objective.task is not None and request.objective.task > t:
-        raise RequestError("objective.task", f"task {request.objective.task} does not exist", f"a task number in 1..{t}")
-    values = np.concatenate([acc, loss], axis=1)  # columns acc_1..acc_T, loss_1..loss_T
+        ti = _task_index(c.task, tasks, f"constraints.{i}.task")
+        bounds.append((c, columns.index(_metric(c.metric, tasks[ti], ti, columns, f"constraints.{i}.metric")), ti))
+    obj = request.objective
+    if obj.task is not None:
+        ti = _task_index(obj.task, tasks, "objective.task")
+        targets = [columns.index(_metric(obj.metric, tasks[ti], ti, columns, "objective.metric"))]
+        metric = obj.metric or tasks[ti].front_metric
+        higher = metric in tasks[ti].behaviour.higher
+        what = f"task {obj.task} {metric}"
+    else:
+        metric = obj.metric or tasks[0].front_metric
+        if obj.metric is None and len({task.front_metric for task in tasks}) > 1:
+            raise RequestError("objective.task", "the tasks' front metrics differ (" + ", ".join(
+                f"{task.name}: {task.front_metric}" for task in tasks) + "): a mean over tasks is not defined",
+                "an objective naming a task (its number or name)")
+        targets = [columns.index(_metric(metric, task, j, columns, "objective.metric")) for j, task in enumerate(tasks)]
+        higher = metric in tasks[0].behaviour.higher
+        what = f"mean {metric}"
+    goal = obj.goal or ("max" if higher else "min")
+    used = sorted({col for _, col, _ in bounds} | set(targets))
     cands, metrics, exact = rays, values, np.ones(k, dtype=bool)
     if k > 1:
         grid = _candidate_grid(t, request.resolution)
         interp = _interpolate(rays, values, grid)
-        keep = np.isfinite(interp).all(axis=1)
+        keep = np.isfinite(interp[:, used]).all(axis=1)
         cands = np.concatenate([rays, grid[keep]])
         metrics = np.concatenate([values, interp[keep]])
         exact = np.concatenate([exact, np.zeros(int(keep.sum()), dtype=bool)])
 
-    def column(metric: str, task: int) -> np.ndarray:
-        return metrics[:, (0 if metric == "acc" else t) + task - 1]
-
     violation = np.zeros(len(cands))
-    for c in request.constraints:
-        v = column(c.metric, c.task)
+    for c, col, _ in bounds:
+        v = metrics[:, col]
+        missing = np.isnan(v)  # a metric the front could not measure (no labels) meets no bound
         if c.min is not None:
-            violation += np.maximum(c.min - v, 0.0)
+            violation += np.where(missing, np.inf, np.maximum(c.min - v, 0.0))
         if c.max is not None:
-            violation += np.maximum(v - c.max, 0.0)
-    obj = request.objective
-    score = (column(obj.metric, obj.task) if obj.task is not None
-             else metrics[:, :t].mean(1) if obj.metric == "acc" else metrics[:, t:].mean(1))
-    signed = score if obj.goal == "max" else -score
+            violation += np.where(missing, np.inf, np.maximum(v - c.max, 0.0))
+    score = metrics[:, targets].mean(1)
+    signed = np.nan_to_num(score if goal == "max" else -score, nan=-np.inf)
     feasible_mask = violation <= 1e-12
+    described = "; ".join(c.describe(columns[col].rsplit("_", 1)[0]) for c, col, _ in bounds)
     if feasible_mask.any():
         best = int(np.argmax(np.where(feasible_mask, signed, -np.inf)))
-        what = f"task {obj.task} {obj.metric}" if obj.task else f"mean {obj.metric}"
-        message = f"feasible: {'max' if obj.goal == 'max' else 'min'}imizes {what} = {score[best]:.4f}"
+        message = f"feasible: {goal}imizes {what} = {score[best]:.4f}"
         if request.constraints:
-            message += " subject to " + "; ".join(c.describe() for c in request.constraints)
+            message += " subject to " + described
     else:
         best = int(np.lexsort((-signed, violation))[0])
-        message = ("infeasible: no λ on the evaluated front meets " + "; ".join(c.describe() for c in request.constraints)
-                   + f"; returning the closest (total shortfall {violation[best]:.4f})")
-    expected = {f"acc_{i + 1}": float(metrics[best, i]) for i in range(t)}
-    expected |= {f"loss_{i + 1}": float(metrics[best, t + i]) for i in range(t)}
+        message = (f"infeasible: no λ on the evaluated front meets {described}; returning the closest (total "
+                   f"shortfall {violation[best]:.4f})")
+    expected = {name: float(metrics[best, j]) for j, name in enumerate(columns) if np.isfinite(metrics[best, j])}
     return SelectResponse(feasible=bool(feasible_mask[best]), preference=[round(float(v), 6) for v in cands[best]],
                           expected=expected, objective=float(score[best]), interpolated=not bool(exact[best]),
                           message=message)

@@ -100,16 +100,20 @@ def fit_continuous(cfg: Config, parent_run_id: str | None = None, progress: Prog
 
 
 def finalize(cfg: Config, run_id: str, uri: str, checkpoint_path: str) -> FitResult:
-    """Evaluate the final checkpoint on the test split; log fronts, plot and model."""
+    """Evaluate the final checkpoint on the test split; log fronts, plot and the model (an MLflow pyfunc model)."""
     state = ckpt.read_state(checkpoint_path)
     out = Path(checkpoint_path).parent / "fronts"
     test = evaluate_checkpoint(checkpoint_path, "test", out)
     val_front = write_front(ckpt.read_checkpoint_front(checkpoint_path), out / "val_front.parquet")
     test_metrics = {k: v for k, v in test.items() if isinstance(v, float)}
     tracking.log_metrics(uri, run_id, {f"test_{k}": v for k, v in test_metrics.items()}, step=state["epoch"])
-    tracking.log_artifacts(uri, run_id, {"fronts": out, "model": Path(checkpoint_path)})
+    web = uri if uri.startswith(("http://", "https://")) else None  # a file or database path is not a link
+    ckpt.write_run_info(checkpoint_path, {"run_id": run_id, "tracking_uri": web, "test_hv": float(test["hv"]),
+                                          "val_hv": float(state["metrics"]["val_hv"])})
+    tracking.log_artifacts(uri, run_id, {"fronts": out})
+    model_uri = tracking.log_model(uri, run_id, checkpoint_path)  # an MLflow pyfunc model holding the checkpoint
     if cfg.mlflow.register_model:
-        tracking.register_model(uri, run_id, cfg.mlflow.register_model)
+        tracking.register_model(uri, run_id, cfg.mlflow.register_model, model_uri=model_uri)
     tracking.end_run(uri, run_id)
     return FitResult(run_name=cfg.name, run_id=run_id, checkpoint=str(checkpoint_path),
                      val_hv=float(state["metrics"]["val_hv"]), test_hv=test["hv"], front=test["front"],

@@ -76,7 +76,8 @@ def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_s
     table = evaluate_front(model, data.val, method.eval_rays(None), cfg.train.eval_batch_size, tasks=data.tasks)
     metrics = {f"val_{k}": v for k, v in front_metrics(table, cfg.eval.loss_reference).items()}
     state = {"epoch": min(epochs), "metrics": metrics, **(extra_state or {})}
-    return ckpt.save_checkpoint(out, model, cfg, state, front=table, dataset=ckpt.DatasetSpec.of(data))
+    return ckpt.save_checkpoint(out, model, cfg, state, front=table, dataset=ckpt.DatasetSpec.of(data),
+                                samples=ckpt.sample_set(data.test))
 
 
 def fit_discrete(cfg: Config, progress: ProgressDisplay | None = None, verbose: bool = False) -> FitResult:

@@ -77,7 +77,7 @@ def expand(checkpoint: str | Path, cfg: Config, output: str | Path, device: torc
     table = evaluate_front(model, data.test, method.eval_rays(grid), cfg.train.eval_batch_size, device, tasks=data.tasks)
     saved = ckpt.save_checkpoint(out / "checkpoint", model, cfg, {"epoch": cfg.train.epochs - 1, "metrics": history[-1],
                                                                    "expanded_from": str(checkpoint)}, optimizer, table,
-                                 ckpt.DatasetSpec.of(data))
+                                 ckpt.DatasetSpec.of(data), ckpt.sample_set(data.test))
     front = write_front(table, out / "test_front.parquet")
     plot = plot_front(table, out / "test_front.png", f"Pareto expansion of {base_cfg.name} ({cfg.data.dataset}, test)")
     result: dict[str, Any] = {

@@ -54,6 +54,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     data = load_dataset(cfg.data)
     method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     spec = ckpt.DatasetSpec.of(data)
+    samples = ckpt.sample_set(data.test)  # the explorer's "try it"
     start_epoch, restored_metrics = 0, None
     restored = ray.train.get_checkpoint()
     if restored:
@@ -89,7 +90,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics |= {f"val_{k}": v for k, v in front_metrics(table, cfg.eval.loss_reference).items()}
         with tempfile.TemporaryDirectory() as tmp:
             state = {"epoch": epoch, "metrics": metrics}
-            ckpt.save_checkpoint(tmp, model, cfg, state, optimizer, table, spec)
+            ckpt.save_checkpoint(tmp, model, cfg, state, optimizer, table, spec, samples)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         # Ray Train registers a reported checkpoint asynchronously: wait until it has, so that a worker killed
         # from here on restarts from this epoch, not from the one before.
