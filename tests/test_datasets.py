@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -554,9 +555,19 @@ HEAVY = {("utkface", "lorpman"), ("utkface", "pamal"), ("cifar100", "phn_lora"),
                                                              "pareto_mtl"))}
 
 
+#: PaMaL on the image backbones: T full networks under gradient balancing take 6 GB (UTKFace, CIFAR-100) to over
+#: 17 GB (CelebA on 8 attributes, NYUv2) of host memory for one step at batch 2, more than a 2-core CI machine
+#: shared with other jobs has; they run only with PARETO_RAY_HEAVY_TESTS=1.
+HUGE = {(d, "pamal") for d in ("utkface", "celeba", "cifar100", "cityscapes", "nyuv2")}
+_HUGE_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
+                                reason="PaMaL's one step on an image backbone needs 6-17 GB: PARETO_RAY_HEAVY_TESTS=1")
+
+
 def _paper_pairs() -> list:
-    return [pytest.param(d, m, marks=[pytest.mark.slow] if (d, m) in HEAVY else [], id=f"{d}-{m}")
-            for d in WRITERS for m in PAPER_METHODS]
+    def marks(pair: tuple[str, str]) -> list:
+        return [pytest.mark.slow] * (pair in HEAVY) + [_HUGE_SKIP] * (pair in HUGE)
+
+    return [pytest.param(d, m, marks=marks((d, m)), id=f"{d}-{m}") for d in WRITERS for m in PAPER_METHODS]
 
 
 @pytest.fixture(scope="module")
