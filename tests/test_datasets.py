@@ -516,7 +516,10 @@ def test_ls_and_palora_paper_configs_train_on_two_ray_workers_and_evaluate(name,
                                                                            capsys):
     """Synthetic copy → the real loader → `pareto-ray train` of the paper config (1 epoch, 2 Ray Train workers) →
     `pareto-ray evaluate` → a front with each task's metric, direction and reference."""
-    root = WRITERS[name](tmp_path / "files")
+    if name == "cifar100":  # a test image of every fine class: each of the 20 tasks has test labels, so a score
+        root = sf.write_cifar100(tmp_path / "files", test_fine=list(range(100)))
+    else:
+        root = WRITERS[name](tmp_path / "files")
     for method in ("ls", "palora"):
         sets = {"name": f"{name}-{method}", "data.root": str(root), "train.epochs": 1, "train.batch_size": 4,
                 "ray.num_workers": 2, "ray.storage_path": str(tmp_path / "ray_results"),
