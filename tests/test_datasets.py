@@ -5,7 +5,9 @@ synthetic files, and (slow) a 2-worker Ray Train run of LS and PaLoRA per datase
 from __future__ import annotations
 
 import gzip
+import json
 import logging
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -19,10 +21,11 @@ from PIL import Image
 from pydantic import ValidationError
 from sklearn.model_selection import train_test_split
 
-from pareto_ray.config import DataConfig, ModelConfig
+from pareto_ray.config import DataConfig, ModelConfig, load_config
 from pareto_ray.data import celeba, census, cifar100, load_dataset
 from pareto_ray.data.files import DatasetError
-from pareto_ray.loop import step_learning_rate
+from pareto_ray.fronts import front_tasks, metric_block, read_front
+from pareto_ray.loop import build_optimizer, step_learning_rate, train_epoch
 from pareto_ray.methods import LSConfig, PaLoRAConfig, build_method, build_model
 from pareto_ray.methods.lorpman import LORPMANConfig
 from pareto_ray.preferences import annealed_dirichlet, simplex_grid
@@ -481,3 +484,123 @@ def test_each_dataset_is_built_once_and_read_back_from_its_parquet_cache(name, t
         for ya, yb in zip(a.targets, b.targets):
             assert ya.dtype == yb.dtype and torch.equal(ya.nan_to_num(), yb.nan_to_num())
     assert built.train.x.dtype in (torch.uint8, torch.float32)  # images stay uint8, tabular inputs float32
+
+
+# --------------------------------------------------------------------------------------------- end to end on Ray
+
+#: (front metric, higher is better, HV reference) of each task on each dataset's front.
+FRONTS = {
+    "census": [("acc", True, 0.0)] * 2,
+    "utkface": [("loss", False, 0.5), ("acc", True, 0.0), ("acc", True, 0.0)],  # age as its Huber loss (LORPMAN D.1)
+    "celeba": [("acc", True, 0.0)] * 40,
+    "cifar100": [("acc", True, 0.0)] * 20,
+    "cityscapes": [("miou", True, 0.0), ("abs_err", False, 0.1)],
+    "nyuv2": [("miou", True, 0.0), ("abs_err", False, 1.0), ("mean_angle", False, 90.0)],
+    "sarcos": [("loss", False, r) for r in (1.0, 5.0, 1.0, 1.0, 10.0, 10.0, 1.0)],  # MSEs, PaLoRA's reference
+}
+#: Tiny sizes for a 2-worker run on 2 CPU cores: the paper config's model, on small images and batches.
+TINY = {"utkface": {"data.image_size": 16}, "celeba": {"data.image_size": 16},
+        "cityscapes": {"data.image_size": "[32,64]"}, "nyuv2": {"data.image_size": "[32,64]"}}
+
+
+def _cli_json(argv: list[str], capsys) -> dict:
+    from pareto_ray.cli import main
+
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_ls_and_palora_paper_configs_train_on_two_ray_workers_and_evaluate(name, ray_session, tmp_path, mlflow_uri,
+                                                                           capsys):
+    """Synthetic copy → the real loader → `pareto-ray train` of the paper config (1 epoch, 2 Ray Train workers) →
+    `pareto-ray evaluate` → a front with each task's metric, direction and reference."""
+    if name == "cifar100":  # a test image of every fine class: each of the 20 tasks has test labels, so a score
+        root = sf.write_cifar100(tmp_path / "files", test_fine=list(range(100)))
+    else:
+        root = WRITERS[name](tmp_path / "files")
+    for method in ("ls", "palora"):
+        sets = {"name": f"{name}-{method}", "data.root": str(root), "train.epochs": 1, "train.batch_size": 4,
+                "ray.num_workers": 2, "ray.storage_path": str(tmp_path / "ray_results"),
+                "mlflow.tracking_uri": mlflow_uri, **TINY.get(name, {})}
+        out = _cli_json(["train", "--config", f"jobs/configs/paper/{name}/{method}.yaml",
+                         *sum((["--set", f"{k}={v}"] for k, v in sets.items()), [])], capsys)
+        cfg = load_config(f"jobs/configs/paper/{name}/{method}.yaml")
+        ev = _cli_json(["evaluate", out["checkpoint"], "--output", str(tmp_path / f"ev-{method}")], capsys)
+        assert ev["hv"] == pytest.approx(out["test_hv"], rel=1e-6)
+        front = read_front(ev["front"])
+        tasks = front_tasks(front)
+        assert [(t.front_metric, t.higher_is_better, t.front_reference) for t in tasks] == FRONTS[name]
+        num_tasks = len(FRONTS[name])
+        grid = build_method(cfg.method, num_tasks).eval_rays(simplex_grid(num_tasks, cfg.eval.grid_points))
+        assert len(front) == len(grid) == (1 if method == "ls" else len(simplex_grid(num_tasks, cfg.eval.grid_points)))
+        rays = metric_block(front, ["ray"] * num_tasks)
+        assert np.allclose(rays, grid.numpy(), rtol=1e-5, atol=0) and np.allclose(rays.sum(1), 1.0, rtol=1e-5)
+        points = metric_block(front, [t.front_metric for t in tasks])
+        assert np.isfinite(points).all()
+        assert np.isfinite(ev["hv"]) and ev["hv"] >= 0
+
+
+# --------------------------------------------------------------------------------------------- every paper config
+
+PAPER_METHODS = ("ls", "palora", "lorpman", "phn_lora", "pamal", "cosmos", "phn", "mgda", "pareto_mtl")
+#: The smallest inputs each paper backbone takes (SegNet pools five times: multiples of 32).
+SMALLEST = {"utkface": 16, "celeba": 16, "cityscapes": "[32,32]", "nyuv2": "[32,32]"}
+#: Pairs whose one step costs many seconds on 2 CPU cores (one backward per task and ray on ResNet-18/VGG-16 with
+#: 20 or 40 tasks, T full networks for PaMaL, SegNet's 25M weights under several rays): slow tests. CelebA's run
+#: on 8 of its 40 attributes (the same code path; the 40-task path is LS's, PaLoRA's and COSMOS' here and the
+#: Ray run's above).
+HEAVY = {("utkface", "lorpman"), ("utkface", "pamal"), ("cifar100", "phn_lora"), ("cifar100", "mgda"),
+         ("cifar100", "pareto_mtl"), ("cifar100", "pamal"), ("cifar100", "lorpman"), ("cifar100", "phn"),
+         *(("celeba", m) for m in ("lorpman", "phn_lora", "pamal", "phn", "mgda", "pareto_mtl")),
+         *((d, m) for d in ("cityscapes", "nyuv2") for m in ("palora", "lorpman", "phn_lora", "pamal", "mgda",
+                                                             "pareto_mtl"))}
+
+
+#: PaMaL on the image backbones: T full networks under gradient balancing take 6 GB (UTKFace, CIFAR-100) to over
+#: 17 GB (CelebA on 8 attributes, NYUv2) of host memory for one step at batch 2, more than a 2-core CI machine
+#: shared with other jobs has; they run only with PARETO_RAY_HEAVY_TESTS=1.
+HUGE = {(d, "pamal") for d in ("utkface", "celeba", "cifar100", "cityscapes", "nyuv2")}
+_HUGE_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
+                                reason="PaMaL's one step on an image backbone needs 6-17 GB: PARETO_RAY_HEAVY_TESTS=1")
+#: The other heavy pairs take minutes each and several GB together (the machine ran out of memory running them
+#: beside other jobs): opt-in too, so `make test` stays inside its time and memory on a 2-core CI machine.
+_HEAVY_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
+                                 reason="minutes per step on 2 CPU cores: PARETO_RAY_HEAVY_TESTS=1 runs it")
+
+
+def _paper_pairs() -> list:
+    def marks(pair: tuple[str, str]) -> list:
+        return [pytest.mark.slow, _HEAVY_SKIP] * (pair in HEAVY and pair not in HUGE) + [_HUGE_SKIP] * (pair in HUGE)
+
+    return [pytest.param(d, m, marks=marks((d, m)), id=f"{d}-{m}") for d in WRITERS for m in PAPER_METHODS]
+
+
+@pytest.fixture(scope="module")
+def seed_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("seed-files")
+    return {name: write(base / name) for name, write in WRITERS.items()}
+
+
+@pytest.mark.parametrize(("name", "method"), _paper_pairs())
+def test_every_paper_config_builds_its_model_and_trains_a_step_on_the_synthetic_files(name, method, seed_roots):
+    """jobs/configs/paper/<dataset>/<method>.yaml as written (method, backbone, optimizer, rays), on the real
+    loader's output from the synthetic files at the smallest input the backbone takes: the model builds, one
+    optimizer step runs, every loss is finite and the trainable weights move."""
+    sets = [f"data.root={seed_roots[name]}", "train.batch_size=2"]
+    sets += [f"data.image_size={SMALLEST[name]}"] if name in SMALLEST else []
+    sets += [f"data.tasks=[{','.join(celeba.ATTRIBUTES[:8])}]"] if (name, method) in HEAVY and name == "celeba" else []
+    sets += ["method.subproblem=0"] if method == "pareto_mtl" else []  # one of the K runs the discrete trainer starts
+    cfg = load_config(f"jobs/configs/paper/{name}/{method}.yaml", sets)
+    assert cfg.method.name == method and cfg.data.dataset == name
+    data = load_dataset(cfg.data)
+    torch.manual_seed(0)
+    meth, model, reference = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
+    optimizer = build_optimizer(model, cfg.train.optimizer, cfg.train.lr, cfg.train.weight_decay)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    metrics = train_epoch(model, meth, optimizer, data.train.head(2), 0, cfg.train.epochs, 2, cfg.seed,
+                          tasks=data.tasks)
+    assert len(metrics) == 1 + data.num_tasks and all(np.isfinite(v) for v in metrics.values()), metrics
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
