@@ -510,8 +510,20 @@ def _cli_json(argv: list[str], capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+#: Heavy cases take minutes each and several GB together (the machine ran out of memory running them beside
+#: other jobs): opt-in too, so `make test` stays inside its time and memory on a 2-core CI machine.
+_HEAVY_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
+                                 reason="minutes per step on 2 CPU cores: PARETO_RAY_HEAVY_TESTS=1 runs it")
+
+
+#: The many-task and the large dense sets evaluate 100 rays (CelebA, CIFAR-100) or SegNet at 3 tasks (NYUv2) on
+#: the driver each epoch: 3-10 min each on 2 CPU cores, so they run with PARETO_RAY_HEAVY_TESTS=1 (their paper
+#: configs still build and step in the test below).
+_RAY_HEAVY = {"celeba", "cifar100", "nyuv2"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(WRITERS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[_HEAVY_SKIP] * (n in _RAY_HEAVY)) for n in WRITERS])
 def test_ls_and_palora_paper_configs_train_on_two_ray_workers_and_evaluate(name, ray_session, tmp_path, mlflow_uri,
                                                                            capsys):
     """Synthetic copy → the real loader → `pareto-ray train` of the paper config (1 epoch, 2 Ray Train workers) →
@@ -564,10 +576,6 @@ HEAVY = {("utkface", "lorpman"), ("utkface", "pamal"), ("cifar100", "phn_lora"),
 HUGE = {(d, "pamal") for d in ("utkface", "celeba", "cifar100", "cityscapes", "nyuv2")}
 _HUGE_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
                                 reason="PaMaL's one step on an image backbone needs 6-17 GB: PARETO_RAY_HEAVY_TESTS=1")
-#: The other heavy pairs take minutes each and several GB together (the machine ran out of memory running them
-#: beside other jobs): opt-in too, so `make test` stays inside its time and memory on a 2-core CI machine.
-_HEAVY_SKIP = pytest.mark.skipif(not os.environ.get("PARETO_RAY_HEAVY_TESTS"),
-                                 reason="minutes per step on 2 CPU cores: PARETO_RAY_HEAVY_TESTS=1 runs it")
 
 
 def _paper_pairs() -> list:
