@@ -19,9 +19,11 @@ input spec with λ as an inference parameter.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,10 +192,20 @@ def log_model(uri: str, run_id: str, checkpoint: str | Path, name: str = "model"
     """
     checkpoint = Path(checkpoint)
     signature, example = pyfunc_signature(read_dataset_spec(checkpoint))
-    with _active_run(uri, run_id):
-        info = mlflow.pyfunc.log_model(
-            name=name, python_model=str(PYFUNC_CODE), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            signature=signature, input_example=example, pip_requirements=[f"pareto-ray=={__version__}"])
+    # MLflow's input-example check prints INFO lines, a type-hint warning and a download progress bar: quiet them
+    # so a training run's output stays its own (tests/test_progress.py).
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with _active_run(uri, run_id), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        quiet.setLevel(logging.WARNING)
+        try:
+            info = mlflow.pyfunc.log_model(
+                name=name, python_model=str(PYFUNC_CODE), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+                signature=signature, input_example=example, pip_requirements=[f"pareto-ray=={__version__}"])
+        finally:
+            quiet.setLevel(level)
     return info.model_uri
 
 
