@@ -62,6 +62,10 @@ class Split:
     def targets_at(self, index: slice | torch.Tensor, device: torch.device | str = "cpu") -> list[torch.Tensor]:
         return [y[index].to(device) for y in self.targets]
 
+    def take(self, index: torch.Tensor | slice) -> Split:
+        """The samples at ``index``, with this split's normalization and spec."""
+        return replace(self, x=self.x[index], targets=[y[index] for y in self.targets])
+
     def head(self, k: int | None) -> Split:
         """The first ``k`` samples (all when ``k`` is None)."""
         return self if k is None else replace(self, x=self.x[:k], targets=[y[:k] for y in self.targets])

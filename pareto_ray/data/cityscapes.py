@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pareto_ray.config import DataConfig
 from pareto_ray.data import mtan
-from pareto_ray.data.files import find_folder, missing_file, random_split_indices, require_root, scaled_count
+from pareto_ray.data.files import find_folder, missing_file, require_root
 from pareto_ray.splits import MultiTaskDataset, Split
 from pareto_ray.tasks import Task
 
@@ -59,15 +59,8 @@ def read(folder: Path, size: tuple[int, int] | None) -> Split:
 
 def build(cfg: DataConfig) -> MultiTaskDataset:
     folder = _folder(cfg)
-    train = read(folder / "train", cfg.image_hw)
-    n = len(train)
-    n_val = scaled_count(n, TRAIN + VAL, VAL)
-    train_idx, val_idx = random_split_indices(n, [n - n_val, n_val], SPLIT_SEED)
-
-    def subset(index) -> Split:
-        return Split(train.x[index], [y[index] for y in train.targets], train.scale, train.mean, train.std)
-
-    return MultiTaskDataset(subset(train_idx), subset(val_idx), read(folder / "val", cfg.image_hw), tasks_of())
+    train, val = mtan.hold_out(read(folder / "train", cfg.image_hw), TRAIN, VAL, SPLIT_SEED)
+    return MultiTaskDataset(train, val, read(folder / "val", cfg.image_hw), tasks_of())
 
 
 def prepare(ds: MultiTaskDataset, cfg: DataConfig) -> MultiTaskDataset:

@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pareto_ray.data.files import malformed_file, missing_file, resize_dense
+from pareto_ray.data.files import (
+    malformed_file,
+    missing_file,
+    random_split_indices,
+    resize_dense,
+    scaled_count,
+)
+from pareto_ray.splits import Split
 
 KINDS: dict[str, str] = {
     "image": "a float H×W×3 image in [0, 1]",
@@ -106,3 +113,12 @@ def read_split(folder: Path, kinds: Sequence[str], classes: int, origin: str,
         t = torch.from_numpy(stored[:, 0] if key == "label" else stored)
         out[key] = resize_dense(t, size, "bilinear" if key == "image" else "nearest")
     return out
+
+
+def hold_out(train: Split, train_count: int, val_count: int, seed: int) -> tuple[Split, Split]:
+    """The papers' validation split of train/: ``val_count`` of ``train_count + val_count`` (scaled to the files
+    present), drawn with ``seed``."""
+    n = len(train)
+    n_val = scaled_count(n, train_count + val_count, val_count)
+    train_idx, val_idx = random_split_indices(n, [n - n_val, n_val], seed)
+    return train.take(train_idx), train.take(val_idx)
