@@ -74,9 +74,9 @@ def load_results() -> dict[str, Any]:
 def save_results(results: dict[str, Any], part: str) -> None:
     """Write ``results[part]`` (and its meta) into the file, keeping what another part wrote meanwhile."""
     merged = load_results()
-    merged[part] = results[part]
+    merged[part].update(results[part])  # by key: two benchmark processes (say one per seed) can share the file
     if part in results.get("meta", {}):
-        merged.setdefault("meta", {})[part] = results["meta"][part]
+        merged.setdefault("meta", {}).setdefault(part, {}).update(results["meta"][part])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(f".{part}.tmp")
     tmp.write_text(json.dumps(merged, indent=1))
