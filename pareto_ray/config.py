@@ -88,6 +88,15 @@ class DataConfig(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of data.factory")
     cache: bool | None = Field(default=None, description="cache the built dataset as Parquet; default: yes for the "
                                                          "built-in datasets, no for a factory (your code may change)")
+    streaming: Literal["auto"] | bool = Field(
+        default="auto", description="train from Parquet shards streamed by Ray Data instead of a tensor in each "
+                                    "worker's memory; auto: when the cached dataset is over data.stream_above_mb")
+    stream_above_mb: float = Field(default=2048.0, gt=0, description="auto streaming: the cached dataset's "
+                                                                     "uncompressed size (MB) from which it streams")
+    shard_rows: int = Field(default=4096, ge=1, description="streaming: training rows per Parquet shard (a Ray Data "
+                                                            "read task each)")
+    shuffle_buffer: int | None = Field(default=None, ge=1, description="streaming: rows of each worker's local "
+                                                                       "shuffle buffer (default 4 batches)")
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> DataConfig:
@@ -204,6 +213,8 @@ class RayConfig(Section):
                                                                    "Kubernetes volume on a cluster)")
     max_failures: int = Field(default=1, ge=-1, description="worker-group restarts from the latest checkpoint; -1 = unlimited")
     num_to_keep: int = Field(default=2, ge=1, description="checkpoints kept, best by val_hv")
+    data_cpus: float = Field(default=1.0, ge=0, description="streamed training data: CPUs left free beside the "
+                                                            "workers for Ray Data's read and decode tasks")
     resources_timeout_s: float | None = Field(
         default=None, ge=0, description="when the cluster has too few CPUs/GPUs (or none large enough) for the "
                                         "workers: seconds to wait for nodes to join (an autoscaler's) before failing; "

@@ -10,7 +10,7 @@ optimizer step.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -202,13 +202,16 @@ def train_epoch(model: nn.Module, method: Method, optimizer: torch.optim.Optimiz
                 epochs: int, global_batch: int, seed: int, device: torch.device | str = "cpu", rank: int = 0,
                 world_size: int = 1, per_sample: bool = False, tasks: list[Task] | None = None,
                 precision: str = "fp32", grad_accumulation: int = 1,
-                scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                scaler: torch.amp.GradScaler | None = None,
+                streamed: tuple[Iterable[tuple[torch.Tensor, Any]], int] | None = None) -> dict[str, float]:
     """One pass over this rank's shard; τ runs from epoch/epochs to (epoch+1)/epochs.
 
     ``tasks`` default to 10-way classification, one task per target (the MultiMNIST family).  Each global
     batch is one optimizer step of ``grad_accumulation`` micro-batches per worker.  The step losses stay on
     the device and are read back once, at the end of the epoch.  ``scaler``: fp16's GradScaler on CUDA
-    (``grad_scaler``; made here for the epoch when not given).
+    (``grad_scaler``; made here for the epoch when not given).  ``streamed``: ``(batches, steps)``, this
+    worker's ``(x, targets)`` batches of B/W samples already on the device (``training.streaming``) and how
+    many there are, instead of ``split``'s samples (then ``split`` is not read).
     """
     check_step(method, precision, grad_accumulation, device)
     if scaler is None:
@@ -218,18 +221,28 @@ def train_epoch(model: nn.Module, method: Method, optimizer: torch.optim.Optimiz
     if global_batch % (world_size * grad_accumulation):
         raise ValueError(f"global batch {global_batch} is not divisible by {world_size} workers × "
                          f"{grad_accumulation} accumulation steps")
-    batches = list(shard_batches(len(split), global_batch, epoch, seed, rank, world_size))
-    total, task_sum = None, None
-    for i, idx in enumerate(batches):
-        progress = (epoch + i / len(batches)) / epochs
-        micro = [(split.inputs(device, part), split.targets_at(part, device))
-                 for part in idx.tensor_split(grad_accumulation)]
+    if streamed is None:
+        indices = list(shard_batches(len(split), global_batch, epoch, seed, rank, world_size))
+        steps = len(indices)
+        batches = ([(split.inputs(device, part), split.targets_at(part, device))
+                    for part in idx.tensor_split(grad_accumulation)] for idx in indices)
+    else:
+        source, steps = streamed
+        batches = (split_batch(x, y, grad_accumulation) for x, y in source)
+    total, task_sum, done = None, None, 0
+    for i, micro in enumerate(batches):
+        if i == steps:
+            break
+        progress = (epoch + i / steps) / epochs
         loss, losses = optimizer_step(model, method, optimizer, micro, progress, per_sample, criterion, precision,
                                       scaler)
         mean_losses = losses.mean(0)
         total = loss if total is None else total + loss
         task_sum = mean_losses if task_sum is None else task_sum + mean_losses
-    values = (torch.cat([total.view(1), task_sum]) / len(batches)).tolist()  # the epoch's one read-back
+        done += 1
+    if done != steps:
+        raise RuntimeError(f"the epoch's data ended after {done} of {steps} steps")
+    values = (torch.cat([total.view(1), task_sum]) / steps).tolist()  # the epoch's one read-back
     out = {"train_loss": values[0]}
     for t, v in enumerate(values[1:]):
         out[f"train_loss_{t + 1}"] = v

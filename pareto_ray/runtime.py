@@ -166,6 +166,31 @@ def describe_request(ray_cfg: RayConfig, trial_cpus: float = 0.0) -> str:
     return f"ray.num_workers={ray_cfg.num_workers} workers of {each} each{trial} ({totals} at once)"
 
 
+def room_for_data(ray_cfg: RayConfig) -> RayConfig:
+    """A streamed run's workers, leaving ``ray.data_cpus`` of the cluster's CPUs to Ray Data's read and decode tasks
+    (without them the stream waits for ever).
+
+    When the CPUs there are now cannot hold both and ``ray.cpus_per_worker`` was not set, each worker asks for
+    less (a 2-CPU machine, 2 workers: 0.5 CPU each, torch's threads are not limited by it); a value that was
+    set raises ``ResourceError`` naming the fields.
+    """
+    if ray_cfg.data_cpus <= 0:
+        return ray_cfg
+    cpus = sum(n.get("CPU", 0.0) for n in _alive_nodes())
+    if ray_cfg.num_workers * ray_cfg.cpus_per_worker + ray_cfg.data_cpus <= cpus + 1e-9:
+        return ray_cfg
+    share = math.floor((cpus - ray_cfg.data_cpus) / ray_cfg.num_workers * 100) / 100
+    if "cpus_per_worker" in ray_cfg.model_fields_set or share <= 0:
+        raise ResourceError(
+            f"streamed training data (data.streaming) needs ray.data_cpus={_amount(ray_cfg.data_cpus)} CPU free beside "
+            f"{describe_request(ray_cfg)}, and the cluster has {_amount(cpus)} CPUs: lower ray.cpus_per_worker or "
+            f"ray.num_workers, or set data.streaming=false")
+    print(f"data.streaming: each of the {ray_cfg.num_workers} workers asks for {_amount(share)} CPU, leaving "
+          f"ray.data_cpus={_amount(ray_cfg.data_cpus)} of the cluster's {_amount(cpus)} CPUs to Ray Data",
+          file=sys.stderr, flush=True)
+    return ray_cfg.model_copy(update={"cpus_per_worker": share})
+
+
 def describe_cluster(nodes: list[dict[str, float]]) -> str:
     """``2 CPUs and 0 GPUs on 1 node (the largest: 2 CPUs, 0 GPUs)``."""
     cpus, gpus = sum(n.get("CPU", 0.0) for n in nodes), sum(n.get("GPU", 0.0) for n in nodes)

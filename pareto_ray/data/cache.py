@@ -11,12 +11,15 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -45,7 +48,8 @@ def write_atomically(table: pa.Table, path: Path) -> None:
 
 
 def cache_key(cfg: DataConfig) -> str:
-    fields = cfg.model_dump(exclude={"root", "download", "cache_dir", "max_train", "max_eval", "normalize"})  # applied on load
+    fields = cfg.model_dump(exclude={"root", "download", "cache_dir", "max_train", "max_eval", "normalize",
+                                    "streaming", "stream_above_mb", "shard_rows", "shuffle_buffer"})  # applied on load
     fields["version"] = CACHE_VERSION
     if cfg.root is not None:
         fields["root"] = str(Path(cfg.root).resolve())
@@ -92,8 +96,14 @@ def to_table(ds: MultiTaskDataset) -> pa.Table:
     return pa.table(columns).replace_schema_metadata({"pareto_ray": json.dumps(meta)})
 
 
-def from_table(table: pa.Table) -> MultiTaskDataset:
-    meta = json.loads(table.schema.metadata[b"pareto_ray"])
+def table_meta(schema: pa.Schema) -> dict:
+    """What ``to_table`` put in the schema's metadata: dtypes, shapes, tasks, normalization."""
+    return json.loads(schema.metadata[b"pareto_ray"])
+
+
+def from_table(table: pa.Table, meta: dict | None = None) -> MultiTaskDataset:
+    """The dataset in ``table`` (``meta``: ``table_meta`` of the file it came from, when the table lost it)."""
+    meta = meta or table_meta(table.schema)
     split_col = table.column("split").combine_chunks().dictionary_decode().to_numpy(zero_copy_only=False)
     x = _column_tensor(table.column("x"), **meta["x"])
     targets = [_column_tensor(table.column(f"y_{t}"), **spec) for t, spec in enumerate(meta["targets"])]
@@ -105,18 +115,74 @@ def from_table(table: pa.Table) -> MultiTaskDataset:
     return MultiTaskDataset(tasks=[Task.from_dict(t) for t in meta["tasks"]], **splits)
 
 
-def cached(cfg: DataConfig, build: Callable[[], MultiTaskDataset]) -> MultiTaskDataset:
-    """The dataset for ``cfg``: read from its Parquet cache, or ``build()`` once and cached."""
+def cache_path(cfg: DataConfig) -> Path:
+    """The Parquet file that caches ``cfg``'s dataset (it may not exist yet)."""
     if cfg.factory is not None:
         stem = "factory-" + re.sub(r"\W+", "_", cfg.factory)
     else:
         stem = f"{cfg.dataset}-t{cfg.num_tasks}" if cfg.dataset in MULTIMNIST_DATASETS else cfg.dataset
-    path = cache_dir(cfg) / f"{stem}-{cache_key(cfg)}.parquet"
+    return cache_dir(cfg) / f"{stem}-{cache_key(cfg)}.parquet"
+
+
+def cached(cfg: DataConfig, build: Callable[[], MultiTaskDataset], train: bool = True) -> MultiTaskDataset:
+    """The dataset for ``cfg``: read from its Parquet cache, or ``build()`` once and cached.  ``train=False``
+    reads validation and test only (the training split comes back empty, its shape and spec kept)."""
+    path = cache_path(cfg)
     if path.is_file():
-        return from_table(pq.read_table(path))
+        return from_table(pq.read_table(path, filters=None if train else [("split", "!=", "train")]))
     ds = build()
     write_atomically(to_table(ds), path)
-    return ds
+    return ds if train else replace(ds, train=ds.train.head(0))
+
+
+def write_train_shards(cfg: DataConfig) -> tuple[Path, int]:
+    """The training split of ``cfg``'s cache as Parquet shards of ``data.shard_rows`` rows (its first
+    ``data.max_train``), written once beside the cache (which must exist), read from it in batches (never
+    whole); → (folder, rows).
+
+    Each shard keeps the cache's columns and metadata and adds ``index``, the sample's row in the training
+    split (what a test checks each epoch's samples by).
+    """
+    source = cache_path(cfg)
+    folder = source.with_name(f"{source.stem}.train-{cfg.max_train or 'all'}-{cfg.shard_rows}")
+    done = folder / "_rows"
+    if done.is_file():
+        return folder, int(done.read_text())
+    reader = pq.ParquetFile(source)
+    metadata = reader.schema_arrow.metadata
+    tmp = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir(parents=True)
+    rows, pending, shard = 0, [], 0
+    limit = cfg.max_train or float("inf")
+
+    def flush() -> None:
+        nonlocal pending, shard
+        table = pa.Table.from_batches(pending).replace_schema_metadata(metadata)
+        pq.write_table(table, tmp / f"part-{shard:05d}.parquet")
+        pending, shard = [], shard + 1
+
+    for batch in reader.iter_batches(batch_size=cfg.shard_rows):
+        split = batch.column("split")
+        split = split.dictionary_decode() if pa.types.is_dictionary(split.type) else split
+        batch = batch.filter(pc.equal(split, "train"))
+        batch = batch.slice(0, int(min(batch.num_rows, limit - rows)))
+        if batch.num_rows == 0:
+            continue
+        index = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
+        pending.append(batch.append_column("index", index))
+        rows += batch.num_rows
+        if sum(b.num_rows for b in pending) >= cfg.shard_rows:
+            flush()
+        if rows >= limit:
+            break
+    if pending:
+        flush()
+    (tmp / "_rows").write_text(str(rows))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process wrote the same shards first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, rows
 
 
 def trim(ds: MultiTaskDataset, max_train: int | None, max_eval: int | None) -> MultiTaskDataset:

@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from pareto_ray import checkpoint as ckpt
 from pareto_ray import tracking
 from pareto_ray.config import Config
-from pareto_ray.data import load_dataset
+from pareto_ray.data import ensure_cache, streams
 from pareto_ray.fronts import write_front
-from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths, worker_resources
+from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths, room_for_data, worker_resources
 from pareto_ray.training.evaluate import evaluate_checkpoint
 from pareto_ray.training.progress import ProgressDisplay
+from pareto_ray.training.streaming import train_dataset
 from pareto_ray.training.worker import fault_injection, train_loop_per_worker
 
 
@@ -59,9 +60,16 @@ def build_trainer(cfg: Config, uri: str, run_id: str, callbacks: list[UserCallba
     may stop the trial: every epoch Tune sees is then already in MLflow).  Ray Train logs its warnings only,
     unless ``verbose`` (then also its INFO lines: every report, checkpoint and worker-group start).
     """
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "fail_at": fault_injection(cfg), "verbose": verbose}
+    data: dict[str, Any] = {}
+    if streams(cfg.data):  # the training split from Parquet shards through Ray Data (training/streaming.py)
+        dataset, rows = train_dataset(cfg.data, cfg.seed)
+        loop_config["streaming"] = {"rows": rows}
+        data = {"datasets": {"train": dataset}, "dataset_config": DataConfig(datasets_to_split=["train"])}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "fail_at": fault_injection(cfg), "verbose": verbose},
+        train_loop_config=loop_config,
+        **data,
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=worker_resources(cfg.ray)),
         run_config=RunConfig(
@@ -83,10 +91,12 @@ def fit_continuous(cfg: Config, parent_run_id: str | None = None, progress: Prog
     """
     cfg = resolve_paths(cfg.model_copy(update={"name": cfg.run_name()}))
     init_ray(cfg.ray.address, verbose=verbose)
+    ensure_cache(cfg.data)  # build the Parquet cache once, before the workers need it
+    if streams(cfg.data):
+        cfg = cfg.model_copy(update={"ray": room_for_data(cfg.ray)})
     ensure_resources(cfg.ray)
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat(), parent_run_id=parent_run_id)
-    load_dataset(cfg.data)  # build the Parquet cache once, before the workers need it
     try:
         with progress.track(cfg.name, cfg.train.epochs) if progress else nullcontext() as reporter:
             result = build_trainer(cfg, uri, run_id, [reporter] if reporter else None, verbose=verbose).fit()

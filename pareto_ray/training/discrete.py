@@ -64,7 +64,7 @@ def concurrency(cfg: Config, subproblems: int) -> int:
 
 def assemble_front(cfg: Config, checkpoints: list[str], out: str | Path, extra_state: dict | None = None) -> Path:
     """One ``DiscreteFrontModel`` checkpoint from the K subproblem checkpoints, with its validation front."""
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, train=False)  # validation and test only
     method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     if len(checkpoints) != len(model.nets):
         raise ValueError(f"{len(checkpoints)} subproblem checkpoints for {len(model.nets)} preferences")
@@ -90,7 +90,7 @@ def fit_discrete(cfg: Config, progress: ProgressDisplay | None = None, verbose: 
     ensure_resources(cfg.ray)  # each subproblem's run: they queue for the cluster, but each must fit it
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     parent_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, cfg.name, cfg.flat())
-    data = load_dataset(cfg.data)  # build the Parquet cache once, before any run needs it
+    data = load_dataset(cfg.data, train=False)  # build the Parquet cache once, before any run needs it
     method, _, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     subproblems = len(method.members)
     parallel = concurrency(cfg, subproblems)

@@ -21,7 +21,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", output: str
     with the paths.  The same checkpoint always gives the same front.
     """
     model, method, cfg = load_model(checkpoint, device)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, train=False)  # the training split is not needed (nor read)
     rays = method.eval_rays(simplex_grid(data.num_tasks, cfg.eval.grid_points))
     table = evaluate_front(model, data.split(split), rays, cfg.train.eval_batch_size, device, tasks=data.tasks)
     out = Path(output) if output else Path(checkpoint).parent / "fronts"

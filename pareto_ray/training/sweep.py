@@ -37,7 +37,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from pareto_ray import tracking
 from pareto_ray.config import Config, ConfigError, parse_config
-from pareto_ray.data import load_dataset
+from pareto_ray.data import ensure_cache, streams
 from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.search_space import ParamSpec, field_info, is_int_field, with_params
 from pareto_ray.training.continuous import build_trainer
@@ -239,10 +239,13 @@ def run_sweep(cfg: Config, num_samples: int | None = None, verbose: bool = False
         raise ConfigError(f"sweep {name!r} already exists at {experiment}: continue it with --resume {experiment}, "
                           f"or set another name")
     init_ray(cfg.ray.address, verbose=verbose)
+    ensure_cache(run_cfg.data)  # build the Parquet cache once, before the trials' workers need it
+    if streams(run_cfg.data):
+        raise ConfigError("a Tune sweep trains each trial from memory: set data.streaming=false (streamed data would "
+                          "need Ray Data CPUs reserved beside every trial, which the sweep does not do yet)")
     ensure_resources(cfg.ray, trial_cpus=cfg.tune.trial_cpus)
     params = {k: v for k, v in cfg.flat().items() if v is not None or not k.startswith("tune.")}  # unused kinds
     parent_run_id, _ = tracking.start_run(uri, cfg.mlflow.experiment, name, params)
-    load_dataset(run_cfg.data)  # build the Parquet cache once, before the trials' workers need it
     state = SweepState(name=name, config=cfg.model_dump(mode="json"), run_config=run_cfg.model_dump(mode="json"),
                        tracking_uri=uri, parent_run_id=parent_run_id)
     tuner = build_tuner(run_cfg, state, verbose)  # creates the experiment folder

@@ -32,6 +32,7 @@ from pareto_ray.loop import build_optimizer, grad_scaler, step_learning_rate, tr
 from pareto_ray.methods import build_model
 from pareto_ray.preferences import simplex_grid
 from pareto_ray.runtime import quiet_worker_reports, storage_path
+from pareto_ray.training.streaming import epoch_batches, steps_per_epoch
 
 
 def use_per_sample(cfg: Config, device: torch.device) -> bool:
@@ -51,7 +52,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
 
-    data = load_dataset(cfg.data)
+    stream = config.get("streaming")  # the training split streamed by Ray Data (training/streaming.py)
+    data = load_dataset(cfg.data, train=stream is None)
+    steps = (steps_per_epoch(stream["rows"], cfg.train.batch_size, world) if stream
+             else len(data.train) // cfg.train.batch_size)
     method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
     spec = ckpt.DatasetSpec.of(data)
     samples = ckpt.sample_set(data.test)  # the explorer's "try it"
@@ -69,7 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ckpt.load_optimizer(d, optimizer)
     fault = config.get("fail_at")
     if fault and fault["rank"] == rank:
-        arm_fault(optimizer, fault, start_epoch, len(data.train) // cfg.train.batch_size)
+        arm_fault(optimizer, fault, start_epoch, steps)
 
     if restored_metrics is not None:  # the restored epoch again, naming its checkpoint as Tune's results do
         ray.train.report({**restored_metrics, "checkpoint_path": restored.path}, checkpoint=None)
@@ -78,9 +82,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scaler = grad_scaler(cfg.train.precision, device)  # fp16 on CUDA; its scale restarts on resume
     for epoch in range(start_epoch, cfg.train.epochs):
         step_learning_rate(optimizer, epoch, cfg.train.lr_step, cfg.train.lr_gamma)
+        streamed = None
+        if stream:
+            streamed = (epoch_batches(ray.train.get_dataset_shard("train"), cfg.train.batch_size, world, epoch,
+                                      cfg.seed, device, data.num_tasks, cfg.data.shuffle_buffer), steps)
         metrics = train_epoch(ddp_model, method, optimizer, data.train, epoch, cfg.train.epochs,
                               cfg.train.batch_size, cfg.seed, device, rank, world, per_sample, data.tasks,
-                              cfg.train.precision, cfg.train.grad_accumulation, scaler)
+                              cfg.train.precision, cfg.train.grad_accumulation, scaler, streamed)
         metrics = _mean_over_workers(metrics, device)
         metrics["epoch"] = epoch
         if rank != 0:
