@@ -15,6 +15,8 @@ Everything is measured in one run and printed as Markdown tables (``--markdown F
 3. **Throughput per dataset/backbone** (issue 15): LS and the dataset's paper PaLoRA config at the paper's
    batch size on its input shape — Census MLP (468 inputs), UTKFace and CelebA ResNet-18 (64×64),
    CIFAR-100 VGG-16 (32×32, 20 tasks), CityScapes and NYUv2 SegNet, SARCOS MLP (21 → 7): samples/s.
+4. **Streaming** (``data.streaming``): one worker's samples/s fed from memory and from Ray Data, on the
+   embedded MultiDigits data (``streaming_table``).
 
 Synthetic inputs and targets of each task kind (class ids, binary labels, values, masks, depth, normals);
 the step is the training loop's (``loop.optimizer_step``).  On a small CPU keep ``--batch`` and ``--steps``
@@ -282,6 +284,63 @@ def throughput_table(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def streaming_table(args: argparse.Namespace) -> list[str]:
+    """One worker's training samples/s, in memory vs streamed by Ray Data, in this process on a local Ray.
+
+    MultiDigits (the embedded data) with ``data.copies=20`` (about 23k training composites), PaLoRA and LS on
+    LeNet at batch 256: the same ``loop.train_epoch``, fed from the tensor or from ``training.streaming``'s
+    batches (Parquet shards → decode map step → ``iter_torch_batches``), 1 torch thread for the step so that
+    Ray Data's tasks have the other CPU (what ``ray.data_cpus`` reserves).  Epoch 1 is the warm-up (Ray Data
+    starts its executor then); epochs 2–3 are timed.
+    """
+    import tempfile
+
+    import ray
+    import torch
+
+    from pareto_ray.config import load_config
+    from pareto_ray.data import load_dataset
+    from pareto_ray.loop import build_optimizer, train_epoch
+    from pareto_ray.methods import build_model
+    from pareto_ray.runtime import init_ray
+    from pareto_ray.training.streaming import epoch_batches, steps_per_epoch, train_dataset
+
+    torch.set_num_threads(1)
+    init_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cache = tempfile.mkdtemp(prefix="scale-stream-")
+    lines = ["MultiDigits × 20 copies, LeNet, batch 256, 1 torch thread, 1 CPU for Ray Data, epochs 2–3 of 3", "",
+             "| method | samples | in memory samples/s | streamed samples/s | streamed / in memory |",
+             "|---|---:|---:|---:|---:|"]
+    for name in ("ls", "palora"):
+        cfg = load_config(None, ["data.copies=20", f"data.cache_dir={cache}", f"method.name={name}",
+                                 "train.batch_size=256", "train.epochs=3"])
+        data = load_dataset(cfg.data)
+        dataset, rows = train_dataset(cfg.data)
+        steps = steps_per_epoch(rows, cfg.train.batch_size, 1)
+        rates = {}
+        for path in ("memory", "streamed"):
+            torch.manual_seed(0)
+            method, model, _ = build_model(cfg.model, cfg.method, data.tasks, data.input_shape)
+            opt = build_optimizer(model, cfg.train.optimizer, cfg.train.lr)
+            seconds = []
+            for epoch in range(3):
+                streamed = None
+                if path == "streamed":
+                    streamed = (epoch_batches(dataset.iterator(), cfg.train.batch_size, 1, epoch, 0, "cpu",
+                                              data.num_tasks), steps)
+                start = time.perf_counter()
+                train_epoch(model, method, opt, data.train, epoch, 3, cfg.train.batch_size, 0, tasks=data.tasks,
+                            streamed=streamed)
+                seconds.append(time.perf_counter() - start)
+            rates[path] = 2 * steps * cfg.train.batch_size / sum(seconds[1:])
+            print(f"  streaming {name} {path}: epochs {[round(t, 2) for t in seconds]} s", file=sys.stderr, flush=True)
+        lines.append(f"| {name} | {rows:,} | {rates['memory']:.0f} | {rates['streamed']:.0f} | "
+                     f"{rates['streamed'] / rates['memory']:.2f} |")
+    ray.shutdown()
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -291,7 +350,7 @@ def main() -> None:
     parser.add_argument("--throughput-batch", type=int, default=None,
                         help="batch of the throughput table (default: each paper config's)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measured row at most")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["params", "step", "throughput"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["params", "step", "throughput", "streaming"])
     parser.add_argument("--markdown", help="also write the tables to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -308,7 +367,8 @@ def main() -> None:
     sections = [("params", "Trainable parameters and Δp% over LS", parameter_table),
                 ("step", "Step time and peak memory per method", lambda: step_table(args)),
                 ("throughput", "Throughput per dataset / backbone (synthetic data, real shapes)",
-                 lambda: throughput_table(args))]
+                 lambda: throughput_table(args)),
+                ("streaming", "Ray Data streaming vs in memory, one worker", lambda: streaming_table(args))]
     for key, title, fn in sections:
         if key in args.skip:
             continue
