@@ -83,13 +83,22 @@ class LowRankPreferenceLayer(nn.Module):
         delta = torch.einsum("tor,tri->toi", self.lora_B, self.lora_A)
         return self.scale * delta.view(self.num_tasks, *self.base_layer.weight.shape)
 
+    def _rank_factors(self, pref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ΔW(λ) = s · b a as one rank-T·r product: b = [λ_1 B_1 … λ_T B_T] (``[rows, T·r']``), a = [A_1; …; A_T]."""
+        T, rows, k = self.lora_B.shape
+        b = (self.lora_B * pref.to(self.lora_B.dtype).view(T, 1, 1)).permute(1, 0, 2).reshape(rows, T * k)
+        return b, self.lora_A.reshape(T * k, -1)
+
     def delta_weight(self, pref: torch.Tensor) -> torch.Tensor:
         """ΔW(λ) for one ``[T]`` preference, shaped like the base weight."""
-        delta = torch.einsum("t,tor,tri->oi", pref.to(self.lora_A.dtype), self.lora_B, self.lora_A)
-        return (self.scale * delta).view_as(self.base_layer.weight)
+        b, a = self._rank_factors(pref)
+        return (self.scale * (b @ a)).view_as(self.base_layer.weight)
 
     def merged_weight(self, pref: torch.Tensor) -> torch.Tensor:
-        return self.base_layer.weight + self.delta_weight(pref)
+        """W + ΔW(λ) in one pass over W (one GEMM of rank T·r added onto it), not a T-fold einsum then an add."""
+        b, a = self._rank_factors(pref)
+        w = self.base_layer.weight
+        return torch.addmm(w.reshape(b.shape[0], a.shape[1]), b, a, alpha=self.scale).view_as(w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pref = self.preference
