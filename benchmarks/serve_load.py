@@ -71,7 +71,10 @@ def make_checkpoint(path: Path, backbone: str) -> Path:
     from pareto_ray.tasks import classification_tasks
 
     shape, tasks = BACKBONES[backbone]
-    cfg = load_config(None, [f"model.backbone={backbone}", "method.name=palora", f"data.num_tasks={tasks}"])
+    # channel-style conv adapters (an r-channel conv and a 1×1 conv): the per-sample path is one rank-T·r product
+    # per layer; PaLoRA's default "kernel" style (the paper's) costs T full convolutions per layer on that path
+    cfg = load_config(None, [f"model.backbone={backbone}", "method.name=palora", f"data.num_tasks={tasks}",
+                             "method.conv_style=channel"])
     torch.manual_seed(0)
     _, model, _ = build_model(cfg.model, cfg.method, tasks, shape)
     for m in model.modules():
