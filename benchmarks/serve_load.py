@@ -6,10 +6,16 @@ Two parts:
   merged path (one forward per λ group, cached W(λ)) against the per-sample
   path (one forward for all) and shows what the start-up cost model picks.
 * ``load`` (default): starts Serve on localhost and drives it with C concurrent
-  async httpx clients, λ drawn (a) from 3 fixed rays, (b) from Dir(1); for this
-  deployment, the same with batching off (``max_batch_size: 1``) and the bare
-  backbone (no preference conditioning, the limit).  Prints requests/s,
-  p50/p99 latency and the ratios.
+  async httpx clients (``--clients 16 64``: one run each), λ drawn from Dir(1)
+  per request (two-task models: also from 3 fixed rays); ``resnet18`` sends
+  3×64×64 images as base64 PNG (decoded in the ingress), the digit models
+  nested lists.  For this deployment, the same with batching off
+  (``max_batch_size: 1``) and the bare backbone (``backbone_only``: the same
+  network with every preference layer replaced by its base layer, λ ignored —
+  the no-conditioning limit), one after the other in one run.  Prints
+  requests/s, p50/p99 latency, the mean batch size and the ratios, with the
+  compute ceiling (c): the bare forward's samples/s at the mean batch size
+  over its samples/s at batch 1, timed in process with the replica's threads.
 
 * ``failover``: starts Serve on localhost, drives it with C clients for a
   while, ``kill -9``s one replica of a deployment mid-run and prints what the
@@ -19,6 +25,7 @@ Two parts:
 
     python benchmarks/serve_load.py rule
     python benchmarks/serve_load.py load --clients 16 --requests 40
+    python benchmarks/serve_load.py load --backbone resnet18 --clients 16 64 --requests 12
     python benchmarks/serve_load.py load --model ray_results/<run>/checkpoint_<n>
     python benchmarks/serve_load.py failover --clients 4 --seconds 40 --kill-at 10 [--replicas 1]
     python benchmarks/serve_load.py fuzz --requests 1000
@@ -50,20 +57,35 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: Backbones the benchmark can build, with the input it serves and its number of tasks.  resnet18 serves
+#: 3×64×64 RGB images (sent as PNG by ``load``), 3 tasks, as the issue on batching measures it.
+BACKBONES = {"lenet": ((1, 28, 28), 2), "mlp": ((1, 28, 28), 2), "resnet18": ((3, 64, 64), 3)}
+
+
 def make_checkpoint(path: Path, backbone: str) -> Path:
     """A PaLoRA checkpoint with random (non-zero) adapters: throughput does not depend on training."""
-    from pareto_ray.checkpoint import save_checkpoint
+    from pareto_ray.checkpoint import DatasetSpec, save_checkpoint
     from pareto_ray.config import load_config
     from pareto_ray.layers import LowRankPreferenceLayer
     from pareto_ray.methods import build_model
+    from pareto_ray.tasks import classification_tasks
 
-    cfg = load_config(None, [f"model.backbone={backbone}", "method.name=palora"])
+    shape, tasks = BACKBONES[backbone]
+    # channel-style conv adapters (an r-channel conv and a 1×1 conv): the per-sample path is one rank-T·r product
+    # per layer; PaLoRA's default "kernel" style (the paper's) costs T full convolutions per layer on that path
+    cfg = load_config(None, [f"model.backbone={backbone}", "method.name=palora", f"data.num_tasks={tasks}",
+                             "method.conv_style=channel"])
     torch.manual_seed(0)
-    _, model, _ = build_model(cfg.model, cfg.method, cfg.data.num_tasks)
+    _, model, _ = build_model(cfg.model, cfg.method, tasks, shape)
     for m in model.modules():
         if isinstance(m, LowRankPreferenceLayer):
             torch.nn.init.normal_(m.lora_B, std=0.1)
-    return save_checkpoint(path, model, cfg, {"epoch": 0, "metrics": {}})
+    dataset = None
+    if shape[0] == 3:  # an RGB image model: uint8 images normalized per channel, as ImageNet-style data are
+        dataset = DatasetSpec(classification_tasks(tasks), {"kind": "image", "shape": list(shape), "dtype": "uint8",
+                                                            "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+                                                            "std": [0.229, 0.224, 0.225]})
+    return save_checkpoint(path, model, cfg, {"epoch": 0, "metrics": {}}, dataset=dataset)
 
 
 # ----------------------------------------------------------------------------- rule
@@ -105,7 +127,7 @@ def rule(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- load
 
-async def drive(url: str, clients: int, requests: int, prefs: np.ndarray, x: list, token: str | None) -> dict[str, float]:
+async def drive(url: str, clients: int, requests: int, prefs: np.ndarray, inputs: dict, token: str | None) -> dict[str, float]:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -117,7 +139,7 @@ async def drive(url: str, clients: int, requests: int, prefs: np.ndarray, x: lis
         async def one(c: int) -> None:
             nonlocal errors
             for i in range(requests):
-                body = {"preference": prefs[(c * requests + i) % len(prefs)].tolist(), "inputs": x}
+                body = {"preference": prefs[(c * requests + i) % len(prefs)].tolist(), **inputs}
                 t = time.perf_counter()
                 r = await client.post("/v1/predict", json=body)
                 latencies.append(time.perf_counter() - t)
@@ -137,6 +159,45 @@ async def drive(url: str, clients: int, requests: int, prefs: np.ndarray, x: lis
             "mean_batch": float(np.mean(batch_sizes)) if batch_sizes else 0.0, "errors": errors}
 
 
+def request_inputs(backbone: str, n: int, rng: np.random.Generator) -> dict:
+    """The inputs of one request: RGB models get ``n`` random images as base64 PNG (decoded in the ingress),
+    the digit models ``n`` nested-list tensors (as before)."""
+    import base64
+
+    from pareto_ray.inputs_spec import encode_png
+
+    shape, _ = BACKBONES[backbone]
+    if shape[0] == 3:
+        return {"images": [base64.b64encode(encode_png(rng.integers(0, 256, shape, dtype=np.uint8))).decode()
+                           for _ in range(n)]}
+    return {"inputs": torch.randn(n, *shape).tolist()}
+
+
+def compute_ceiling(source: str, batch: float, threads: int, repeats: int = 10) -> dict[str, float]:
+    """(c): the bare backbone's samples/s at ``batch`` (the mean batch size, rounded) over its samples/s at batch 1,
+    in this process with the replica's torch threads — what batching could give at most."""
+    from pareto_ray.serving.loading import load_served_model
+    from pareto_ray.serving.predictors import base_network
+
+    torch.set_num_threads(threads)
+    served = load_served_model(source)
+    bare = base_network(served.model)
+    shape = served.dataset.input_shape
+    b = max(1, round(batch))
+    rates = {}
+    with torch.inference_mode():
+        for n in sorted({1, b}):
+            x = torch.randn(n, *shape)
+            bare(x)
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                bare(x)
+                best = min(best, time.perf_counter() - t)
+            rates[n] = n / best
+    return {"batch": b, "samples_s_at_1": rates[1], "samples_s_at_batch": rates[b], "ceiling": rates[b] / rates[1]}
+
+
 def load(args: argparse.Namespace) -> None:
     from ray import serve
 
@@ -147,37 +208,58 @@ def load(args: argparse.Namespace) -> None:
 
     tmp = tempfile.TemporaryDirectory()
     source = args.model or str(make_checkpoint(Path(tmp.name) / "ckpt", args.backbone))
+    _, tasks = BACKBONES[args.backbone]
     rng = torch.Generator().manual_seed(0)
-    rays = {"3 rays": np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]]),
-            "Dir(1)": np.round(dirichlet(4096, 2, generator=rng).double().numpy(), 6)}
-    rays["Dir(1)"][:, 1] = 1 - rays["Dir(1)"][:, 0]
-    x = torch.randn(args.inputs_per_request, 1, 28, 28).tolist()
+    dir1 = np.round(dirichlet(4096, tasks, generator=rng).double().numpy(), 6)
+    dir1[:, -1] = 1 - dir1[:, :-1].sum(axis=1)  # sums to 1 exactly after rounding
+    rays = {"Dir(1)": dir1}
+    if tasks == 2 and not args.dirichlet_only:
+        rays = {"3 rays": np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]]), **rays}
+    inputs = request_inputs(args.backbone, args.inputs_per_request, np.random.default_rng(0))
     batching = {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": args.wait}
     setups = [("this deployment", {"settings": batching}),
               ("batching off", {"settings": {**batching, "max_batch_size": 1}}),
               ("bare backbone", {"settings": batching, "backbone_only": True})]
     init_ray()
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port}, logging_config={"enable_access_log": False})
     url = f"http://127.0.0.1:{args.port}"
-    results: dict[tuple[str, str], dict[str, float]] = {}
+    replicas = {"num_replicas": args.replicas, "ingress_replicas": 1, "num_cpus": args.num_cpus}
+    print(f"{args.backbone}: {args.replicas} model replica(s) of {args.num_cpus:g} CPU (torch threads follow it), "
+          f"1 ingress replica (decodes), max_batch_size {args.max_batch_size}, wait {args.wait:g} s, "
+          f"{args.requests} requests per client, {args.inputs_per_request} input(s) per request, "
+          f"inputs as {next(iter(inputs))}", flush=True)
+    results: dict[tuple[str, str, int], dict[str, float]] = {}
     try:
         for name, extra in setups:
-            one = {"num_replicas": 1, "ingress_replicas": 1}  # one model replica with one CPU, as documented
-            serve.run(build_app({"model": source, **one, **extra}), name="bench", route_prefix="/")
-            for draw, prefs in rays.items():
-                results[name, draw] = r = asyncio.run(drive(url, args.clients, args.requests, prefs, x, None))
-                print(f"{name:>16} | λ {draw:>6} | {r['rps']:8.1f} req/s | p50 {r['p50_ms']:7.1f} ms | "
-                      f"p99 {r['p99_ms']:7.1f} ms | mean batch {r['mean_batch']:5.1f} | errors {r['errors']}", flush=True)
+            serve.run(build_app({"model": source, **replicas, **extra}), name="bench", route_prefix="/",
+                      logging_config={"enable_access_log": False})  # a log line per request costs CPU here
+            for clients in args.clients:
+                for draw, prefs in rays.items():
+                    results[name, draw, clients] = r = asyncio.run(drive(url, clients, args.requests, prefs, inputs, None))
+                    print(f"{name:>16} | {clients:>3} clients | λ {draw:>6} | {r['rps']:8.1f} req/s | "
+                          f"p50 {r['p50_ms']:7.1f} ms | p99 {r['p99_ms']:7.1f} ms | mean batch {r['mean_batch']:5.1f} | "
+                          f"errors {r['errors']}", flush=True)
             serve.delete("bench")
     finally:
         serve.shutdown()
-        tmp.cleanup()
-    print()
-    for draw in rays:
-        ours, off, bare = (results[s, draw]["rps"] for s in ("this deployment", "batching off", "bare backbone"))
-        print(f"λ {draw:>6}: throughput vs bare backbone {ours / bare:.2f}x   vs batching off {ours / off:.2f}x")
-    summary = {f"{s}|{d}": v for (s, d), v in results.items()}
-    print(json.dumps({"clients": args.clients, "requests": args.requests, "results": summary}))
+    threads = max(1, int(args.num_cpus))
+    ceilings = {}
+    for clients in args.clients:
+        for draw in rays:
+            ours, off, bare = (results[s, draw, clients] for s in ("this deployment", "batching off", "bare backbone"))
+            c = ceilings.setdefault(round(ours["mean_batch"]), compute_ceiling(source, ours["mean_batch"], threads))
+            gain = ours["rps"] / off["rps"]
+            print(f"{clients:>3} clients, λ {draw:>6}: vs batching off {gain:.2f}x (compute ceiling (c) at batch "
+                  f"{c['batch']}: {c['ceiling']:.2f}x, so {gain / c['ceiling']:.2f} of it)   vs bare backbone "
+                  f"{ours['rps'] / bare['rps']:.2f}x", flush=True)
+    full = ceilings.setdefault(args.max_batch_size, compute_ceiling(source, args.max_batch_size, threads))
+    print(f"compute ceiling at max_batch_size {args.max_batch_size}: {full['ceiling']:.2f}x "
+          f"({full['samples_s_at_batch']:.1f} vs {full['samples_s_at_1']:.1f} samples/s, {threads} thread(s))")
+    tmp.cleanup()
+    summary = {f"{s}|{d}|{c}": v for (s, d, c), v in results.items()}
+    print(json.dumps({"backbone": args.backbone, "replicas": args.replicas, "num_cpus": args.num_cpus,
+                      "clients": args.clients, "requests": args.requests, "results": summary,
+                      "ceilings": {str(k): v for k, v in ceilings.items()}}))
 
 
 # ----------------------------------------------------------------------------- failover
@@ -409,14 +491,18 @@ def main() -> None:
     for name in ("load", "rule", "failover", "fuzz"):
         p = sub.add_parser(name)
         p.add_argument("--model", help="checkpoint dir or models:/name/version (default: a random PaLoRA LeNet)")
-        p.add_argument("--backbone", default="lenet", choices=["lenet", "mlp"])
+        p.add_argument("--backbone", default="lenet", choices=list(BACKBONES),
+                       help="resnet18: 3×64×64 RGB images (sent as PNG by load), 3 tasks")
     r = sub.choices["rule"]
     r.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 64])
     r.add_argument("--repeats", type=int, default=20)
     r.add_argument("--threads", type=int, default=1, help="torch threads (a replica has 1 CPU)")
     ld = sub.choices["load"]
-    ld.add_argument("--clients", type=int, default=16)
+    ld.add_argument("--clients", type=int, nargs="+", default=[16], help="one run per number of concurrent clients")
     ld.add_argument("--requests", type=int, default=40, help="requests per client")
+    ld.add_argument("--replicas", type=int, default=1, help="model replicas")
+    ld.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per model replica (torch threads follow it)")
+    ld.add_argument("--dirichlet-only", action="store_true", help="two-task models: skip the 3-fixed-rays draw")
     ld.add_argument("--inputs-per-request", type=int, default=1)
     ld.add_argument("--max-batch-size", type=int, default=32)
     ld.add_argument("--wait", type=float, default=0.005, help="batch_wait_timeout_s")

@@ -9,7 +9,8 @@ For a PaLoRA model on a backbone (default torchvision's ResNet-18 at 3×64×64,
   warm: the steady state of repeated λ);
 * ``merged+merge``: the same with every group's weights merged anew (cold cache).
 
-Each is the best of ``--repeats`` runs, as samples/s and as a fraction of bare.
+Each is the best of ``--repeats`` runs, taken round-robin with bare's (so each row's ratios are
+measured side by side), as samples/s and as a fraction of bare.
 
     python benchmarks/serve_paths.py --threads 1
     python benchmarks/serve_paths.py --backbone lenet --shape 1 28 28 --tasks 2
@@ -45,13 +46,17 @@ def build(backbone: str, shape: tuple[int, ...], tasks: int, rank: int, conv_sty
     return model, predictor, base_network(model)
 
 
-def best(fn, repeats: int) -> float:
-    fn()  # warm-up
-    out = float("inf")
+def best_of(fns: dict, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` timings of each function, taken round-robin (so a burst of other load on the machine
+    hits all of them alike, and the ratios to bare are measured side by side)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    out = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[name] = min(out[name], time.perf_counter() - t)
     return out
 
 
@@ -73,7 +78,7 @@ def main() -> None:
                    help="PaLoRA's convolution adapters (kernel: the paper's; its per-sample path costs T convolutions)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from pareto_ray.preferences import dirichlet
@@ -89,14 +94,14 @@ def main() -> None:
     with torch.inference_mode():
         for b in args.batch_sizes:
             x = torch.randn(b, *shape)
-            t_bare = best(partial(bare, x), args.repeats)
             for k in sorted({1, 4, b} & set(range(1, b + 1))):
                 keys = [preference_key(r.numpy(), 1e-3) for r in dirichlet(k, args.tasks, generator=g)]
                 prefs = torch.tensor([keys[i % k] for i in range(b)], dtype=torch.float32)
                 groups = {key: [i for i in range(b) if i % k == j] for j, key in enumerate(keys)}
-                t_ps = best(partial(predictor.forward_per_sample, x, prefs), args.repeats)
-                t_m = best(partial(merged_forward, predictor, x, groups, False), args.repeats)
-                t_mm = best(partial(merged_forward, predictor, x, groups, True), args.repeats)
+                t = best_of({"bare": partial(bare, x), "per_sample": partial(predictor.forward_per_sample, x, prefs),
+                             "merged": partial(merged_forward, predictor, x, groups, False),
+                             "merged+merge": partial(merged_forward, predictor, x, groups, True)}, args.repeats)
+                t_bare, t_ps, t_m, t_mm = t["bare"], t["per_sample"], t["merged"], t["merged+merge"]
                 row = {"B": b, "k": k, "bare_samples_s": b / t_bare, "per_sample": t_bare / t_ps, "merged": t_bare / t_m,
                        "merged_and_merge": t_bare / t_mm}
                 rows.append(row)

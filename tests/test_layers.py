@@ -117,3 +117,26 @@ def test_model_forward_paths_agree(backbone):
         assert_close(a, b)
     # a different λ gives a different network
     assert not torch.allclose(merged[0][0], merged[0][2], atol=1e-3)
+
+
+def test_per_sample_path_follows_weight_updates_without_autograd():
+    """The per-sample path caches W and A stacked when autograd is off; an in-place update must reach it."""
+    torch.manual_seed(0)
+    layer = LowRankPreferenceLayer(nn.Conv2d(3, 5, 3, padding=1), num_tasks=2, rank=1, scale=1.0, conv_style="channel")
+    _randomize(layer)
+    x, prefs = torch.randn(4, 3, 6, 6), torch.tensor([[0.2, 0.8], [0.5, 0.5], [1.0, 0.0], [0.3, 0.7]])
+    layer.preference = prefs
+    with torch.no_grad():
+        before = layer(x)
+        layer.lora_A.mul_(2.0)
+        layer.base_layer.weight.add_(0.1)
+        after = layer(x)
+    assert not torch.allclose(before, after)
+    merged = []
+    for i in range(4):
+        layer.preference = prefs[i]
+        merged.append(layer(x[i:i + 1]))
+    assert_close(after, torch.cat(merged).detach())
+    layer.preference = prefs
+    layer(x).sum().backward()  # with autograd the stacked weights are built per call: gradients reach W and A
+    assert layer.lora_A.grad is not None and layer.base_layer.weight.grad is not None

@@ -14,8 +14,9 @@ Two deployments in one application:
   ``/v1/select`` on its own; ``/v1/predict`` and ``/v1/model`` call
   the model deployment through a ``DeploymentHandle`` (retried on another
   replica when one dies, within ``model_timeout_s``);
-* ``ParetoFrontServer`` (the model): loads the model once, ``@serve.batch``
-  collects validated requests, batches by λ and runs the forward.
+* ``ParetoFrontServer`` (the model): loads the model once, a ``Batcher``
+  collects validated requests while a batch runs (the next batch is cut when
+  the model is free), batches by λ and runs the forward.
 
 So a slow or hostile client never holds a slot of the model's queue, and
 health checks never wait behind predictions.  The work itself lives in
@@ -164,6 +165,64 @@ MULTIPART_SCHEMA = {
 }
 
 
+class Batcher:
+    """Collects the model replica's requests while a batch runs, and cuts the next batch when the model is free.
+
+    Ray Serve's ``@serve.batch`` (2.60) cuts a batch as soon as ``batch_wait_timeout_s`` has passed since its first
+    request and queues it behind the running one (``max_concurrent_batches``): under load the batches stay at
+    about one request each (measured: mean batch 1.1 with 64 clients, docs/results.md, issue 17).  Here the
+    requests wait in one list; when the model is free it takes up to ``max_batch_size`` of them (waiting up to
+    ``wait_s`` for more while it has fewer), runs them in a thread (the event loop keeps accepting meanwhile)
+    and answers each caller.  A caller that gave up (cancelled) is dropped before its batch runs.
+    """
+
+    def __init__(self, run: Any, max_batch_size: int, wait_s: float):
+        self.run, self.max_batch_size, self.wait_s = run, max_batch_size, wait_s
+        self.pending: list[tuple[BatchItem, asyncio.Future]] = []
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, item: BatchItem) -> ItemResult:
+        loop = asyncio.get_running_loop()
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        future = loop.create_future()
+        self.pending.append((item, future))
+        self._arrived.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        return await future
+
+    async def _gather(self) -> None:
+        """Wait up to ``wait_s`` for a fuller batch (returns at once when ``max_batch_size`` are pending)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_s
+        while len(self.pending) < self.max_batch_size and (remaining := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def _work(self) -> None:
+        while self.pending:
+            await self._gather()
+            batch, self.pending = self.pending[:self.max_batch_size], self.pending[self.max_batch_size:]
+            live = [(item, f) for item, f in batch if not f.done()]
+            if not live:
+                continue
+            try:
+                results = await asyncio.to_thread(self.run, [item for item, _ in live])
+            except Exception as exc:  # every caller of the batch gets the error, as with @serve.batch
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for (_, f), result in zip(live, results):
+                if not f.done():
+                    f.set_result(result)
+
+
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
 class ParetoFrontServer:
     """The model deployment: loads the model once, then batches validated requests of every λ."""
@@ -171,20 +230,17 @@ class ParetoFrontServer:
     def __init__(self, model: str, tracking_uri: str | None = None, backbone_only: bool = False):
         # A missing or corrupted checkpoint raises CheckpointError here, which fails the deployment's start.
         self.engine = Engine(load_served_model(model, tracking_uri), ServeSettings(), backbone_only)
+        settings = self.engine.settings
+        self.batcher = Batcher(self.engine.run_batch, settings.max_batch_size, settings.batch_wait_timeout_s)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         settings = ServeSettings.model_validate(user_config or {})
         self.engine.configure(settings)
-        self.run_batch.set_max_batch_size(settings.max_batch_size)
-        self.run_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def run_batch(self, items: list[BatchItem]) -> list[ItemResult]:
-        # In a thread: the event loop keeps accepting (and batching) requests meanwhile.
-        return await asyncio.to_thread(self.engine.run_batch, items)
+        self.batcher.max_batch_size = settings.max_batch_size
+        self.batcher.wait_s = settings.batch_wait_timeout_s
 
     async def predict(self, item: BatchItem) -> ItemResult:
-        return await self.run_batch(item)
+        return await self.batcher.submit(item)
 
     def summary(self) -> ModelSummary:
         return self.engine.summary()
