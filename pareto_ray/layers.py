@@ -85,8 +85,11 @@ class LowRankPreferenceLayer(nn.Module):
 
     def _rank_factors(self, pref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ΔW(λ) = s · b a as one rank-T·r product: b = [λ_1 B_1 … λ_T B_T] (``[rows, T·r']``), a = [A_1; …; A_T]."""
-        T, rows, k = self.lora_B.shape
-        b = (self.lora_B * pref.to(self.lora_B.dtype).view(T, 1, 1)).permute(1, 0, 2).reshape(rows, T * k)
+        T, _, k = self.lora_B.shape
+        pref = pref.to(self.lora_B.dtype)
+        # one slice per task, then cat: B's gradient comes back with B's own strides (a permute's backward would
+        # hand DDP a gradient whose strides differ from its bucket's, which it warns about on every step)
+        b = torch.cat([self.lora_B[t] * pref[t] for t in range(T)], dim=1)
         return b, self.lora_A.reshape(T * k, -1)
 
     def delta_weight(self, pref: torch.Tensor) -> torch.Tensor:
