@@ -22,6 +22,7 @@ import base64
 import logging
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -145,16 +146,23 @@ def register_model(uri: str, run_id: str, name: str, artifact_path: str = "model
     return int(version.version)
 
 
+#: MLflow's fluent API keeps one tracking URI per process: concurrent runs of one driver (Pareto MTL's K subproblems
+#: finish in threads) take turns, or one restores the URI while another still logs into it.
+_FLUENT = threading.Lock()
+
+
 @contextmanager
 def _active_run(uri: str, run_id: str) -> Iterator[None]:
-    """MLflow's fluent API on ``run_id`` in the store ``uri`` (the process-wide tracking URI restored after)."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            yield
-    finally:
-        mlflow.set_tracking_uri(previous)
+    """MLflow's fluent API on ``run_id`` in the store ``uri`` (the process-wide tracking URI restored after), one
+    thread at a time."""
+    with _FLUENT:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                yield
+        finally:
+            mlflow.set_tracking_uri(previous)
 
 
 def pyfunc_signature(spec: DatasetSpec) -> tuple[ModelSignature, Any]:
@@ -184,6 +192,17 @@ def pyfunc_signature(spec: DatasetSpec) -> tuple[ModelSignature, Any]:
     return ModelSignature(inputs=schema, params=params), (example, {"preference": [1.0 / t] * t})
 
 
+def _drop_type_hint_advice(show: Any) -> Any:
+    """``warnings.showwarning`` without MLflow's advice to type-hint ``predict`` (our model has no hint on purpose:
+    MLflow would read it as a second schema).  MLflow shows that advice under its own ``simplefilter("once")``,
+    which overrides an ``ignore`` filter around the call, so it is dropped here; every other warning is shown."""
+    def showwarning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if "Add type hints to the `predict` method" not in str(message):
+            show(message, category, *args, **kwargs)
+
+    return showwarning
+
+
 def log_model(uri: str, run_id: str, checkpoint: str | Path, name: str = "model") -> str:
     """Log the checkpoint as an MLflow pyfunc model of run ``run_id`` → its URI (``models:/m-…``).
 
@@ -199,6 +218,7 @@ def log_model(uri: str, run_id: str, checkpoint: str | Path, name: str = "model"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with _active_run(uri, run_id), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        warnings.showwarning = _drop_type_hint_advice(warnings.showwarning)  # restored by catch_warnings
         quiet.setLevel(logging.WARNING)
         try:
             info = mlflow.pyfunc.log_model(
