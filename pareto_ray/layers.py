@@ -83,14 +83,20 @@ class LowRankPreferenceLayer(nn.Module):
         delta = torch.einsum("tor,tri->toi", self.lora_B, self.lora_A)
         return self.scale * delta.view(self.num_tasks, *self.base_layer.weight.shape)
 
+    def _b_side_by_side(self, pref: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B_1 … B_T]`` side by side (``[rows, T·r']``), each ``B_t`` times ``λ_t`` when ``pref`` is given.
+
+        Sliced and concatenated rather than permuted: B's gradient then comes back with B's own strides (a
+        permute's backward hands DDP a gradient whose strides differ from its bucket's, and it warns every step).
+        """
+        parts = self.lora_B.unbind(0)
+        if pref is not None:
+            parts = [b * w for b, w in zip(parts, pref.to(self.lora_B.dtype))]
+        return torch.cat(parts, dim=1)
+
     def _rank_factors(self, pref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ΔW(λ) = s · b a as one rank-T·r product: b = [λ_1 B_1 … λ_T B_T] (``[rows, T·r']``), a = [A_1; …; A_T]."""
-        T, _, k = self.lora_B.shape
-        pref = pref.to(self.lora_B.dtype)
-        # one slice per task, then cat: B's gradient comes back with B's own strides (a permute's backward would
-        # hand DDP a gradient whose strides differ from its bucket's, which it warns about on every step)
-        b = torch.cat([self.lora_B[t] * pref[t] for t in range(T)], dim=1)
-        return b, self.lora_A.reshape(T * k, -1)
+        return self._b_side_by_side(pref), self.lora_A.reshape(self.lora_B.shape[0] * self.lora_B.shape[2], -1)
 
     def delta_weight(self, pref: torch.Tensor) -> torch.Tensor:
         """ΔW(λ) for one ``[T]`` preference, shaped like the base weight."""
@@ -161,7 +167,7 @@ class LowRankPreferenceLayer(nn.Module):
         # (benchmarks/serve_paths.py): stacking A under W costs less than a separate T·r-channel convolution, and
         # folding λ into B_n saves the pass over x·A that scaling it would take.
         out = self.lora_B.shape[1]
-        b = (self.scale * self.lora_B).permute(1, 0, 2).reshape(out, T * r)
+        b = self.scale * self._b_side_by_side()  # [out, T·r]
         b_n = b * pref.repeat_interleave(r, dim=1)[:, None, :]  # [n, out, T·r]
         weight, bias = self._stacked()
         if self.is_conv:
