@@ -52,6 +52,10 @@ def load_dataset(cfg: DataConfig, train: bool = True) -> MultiTaskDataset:
     return prepare(ds, cfg) if prepare else ds
 
 
+NOT_CACHED = ("data.streaming=true reads the dataset's Parquet cache, and this dataset is not cached: set "
+              "data.cache=true (a data.factory is not cached by default)")
+
+
 def ensure_cache(cfg: DataConfig) -> Path | None:
     """Build ``cfg``'s Parquet cache once (nothing is read when it exists); None when the dataset is not cached."""
     build, use_cache, _ = _source(cfg)
@@ -71,8 +75,7 @@ def streams(cfg: DataConfig) -> bool:
     path = ensure_cache(cfg) if cfg.streaming is not False else None
     if path is None:
         if cfg.streaming is True:
-            raise ValueError("data.streaming=true reads the dataset's Parquet cache, and this dataset is not cached: "
-                             "set data.cache=true (a data.factory is not cached by default)")
+            raise ValueError(NOT_CACHED)
         return False
     if cfg.streaming == "auto":
         meta = pq.ParquetFile(path).metadata
@@ -84,8 +87,7 @@ def streams(cfg: DataConfig) -> bool:
 def train_shards(cfg: DataConfig) -> tuple[Path, int]:
     """The training split as Parquet shards for Ray Data (the cache built first when missing); → (folder, rows)."""
     if ensure_cache(cfg) is None:
-        raise ValueError("streamed training data is read from the dataset's Parquet cache, and this dataset is not "
-                         "cached: set data.cache=true (a data.factory is not cached by default)")
+        raise ValueError(NOT_CACHED)
     return write_train_shards(cfg)
 
 
