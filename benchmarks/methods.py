@@ -139,9 +139,14 @@ PAPER_DATASETS = {"multimnist": "MultiMNIST", "multifashion": "MultiFashion",
                   "multi_fashion_mnist": "Multi-(Fashion+MNIST)", "multimnist3": "MultiMNIST-3"}
 
 
-def run_paper(dataset: str, method: str, seed: int, root: str, epochs: int | None = None) -> dict[str, Any]:
-    """One run of ``jobs/configs/paper/<dataset>/<method>.yaml`` in this process (no Ray), scored on val and test."""
+def run_paper(dataset: str, method: str, seed: int, root: str, epochs: int | None = None,
+              sets: list[str] | None = None) -> dict[str, Any]:
+    """One run of ``jobs/configs/paper/<dataset>/<method>.yaml`` in this process (no Ray), scored on val and test.
+
+    ``sets`` are ``key=value`` overrides of the paper config (an ablation: reported apart, selected on validation).
+    """
     overrides = [f"data.root={root}", f"seed={seed}", "ray.num_workers=1"] + ([f"train.epochs={epochs}"] if epochs else [])
+    overrides += sets or []
     cfg = load_config(PAPER_CONFIGS / dataset / f"{method}.yaml", overrides)
     data = load_dataset(cfg.data)
     torch.manual_seed(seed)
@@ -164,7 +169,7 @@ def run_paper(dataset: str, method: str, seed: int, root: str, epochs: int | Non
             "val_hv": val["hv"], **{f"test_{k}": v for k, v in test.items()}, "params": params,
             "delta_params_pct": overhead, "seconds_per_epoch": float(np.mean(epoch_seconds)),
             "wall_seconds": time.perf_counter() - started, "front": acc.tolist(),
-            "config": f"jobs/configs/paper/{dataset}/{method}.yaml"}
+            "config": f"jobs/configs/paper/{dataset}/{method}.yaml", "set": sets or []}
 
 
 def cmd_paper(args: argparse.Namespace) -> None:
@@ -172,10 +177,10 @@ def cmd_paper(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             for method in args.methods:
-                key = f"{dataset}/{method}/{seed}"
+                key = f"{dataset}/{method}/{seed}" + (f"/{','.join(args.set)}" if args.set else "")
                 if key in results["paper"] and not args.rerun:
                     continue  # finished before: an interrupted benchmark resumes where it stopped
-                rec = run_paper(dataset, method, seed, args.root, args.epochs)
+                rec = run_paper(dataset, method, seed, args.root, args.epochs, args.set)
                 results["paper"][key] = rec
                 results["meta"].setdefault("paper", {})[key] = {"command": " ".join(sys.argv), "machine": machine()}
                 save_results(results, "paper")
@@ -258,6 +263,8 @@ def paper_report(records: list[dict[str, Any]]) -> list[str]:
              "replacement), so MultiMNIST numbers are not comparable with the papers' full-MNIST ones; "
              "Fashion-MNIST is complete.", "",
              "Command: `python benchmarks/methods.py paper --datasets <dataset> --methods <methods> --seeds <seeds>`", ""]
+    ablations = [r for r in records if r.get("set")]
+    records = [r for r in records if not r.get("set")]
     for dataset, title in PAPER_DATASETS.items():
         recs = [r for r in records if r["dataset"] == dataset]
         if not recs:
@@ -278,6 +285,25 @@ def paper_report(records: list[dict[str, Any]]) -> list[str]:
                          f"| {mr[0]['params']:,} | {mr[0]['delta_params_pct']:.1f} | {mr[0]['epochs']} "
                          f"| {np.mean([r['seconds_per_epoch'] for r in mr]):.1f} "
                          f"| {np.mean([r['wall_seconds'] for r in mr]) / 60:.1f} |")
+        lines.append("")
+    if ablations:
+        lines += ["### Ablations of the paper configs", "",
+                  "`--set` overrides one config value (`python benchmarks/methods.py paper ... --set key=value`). "
+                  "A setting is chosen on **validation** HV only; the test HV is shown for the record, never used to "
+                  "choose.", "",
+                  "| dataset | method | set | seeds | val HV | test HV | non-dominated | wall min |",
+                  "|---|---|---|---|---|---|---|---|"]
+        base = {(r["dataset"], r["method"]) for r in ablations}
+        for dataset, method in sorted(base):
+            variants = [r for r in records if (r["dataset"], r["method"]) == (dataset, method)] + \
+                       [r for r in ablations if (r["dataset"], r["method"]) == (dataset, method)]
+            for sets in dict.fromkeys(tuple(r.get("set", [])) for r in variants):
+                mr = sorted((r for r in variants if tuple(r.get("set", [])) == sets), key=lambda r: r["seed"])
+                lines.append(f"| {PAPER_DATASETS[dataset]} | {LABELS[method]} | {', '.join(sets) or 'the config'} "
+                             f"| {','.join(str(r['seed']) for r in mr)} | {_fmt([r['val_hv'] for r in mr])} "
+                             f"| {_fmt([r['test_hv'] for r in mr])} "
+                             f"| {np.mean([r['test_nondominated'] for r in mr]):.1f} "
+                             f"| {np.mean([r['wall_seconds'] for r in mr]) / 60:.1f} |")
         lines.append("")
     return lines
 
@@ -355,6 +381,8 @@ def main() -> None:
     pp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     pp.add_argument("--epochs", type=int, default=None, help="override every config's epochs (quick checks only)")
     pp.add_argument("--rerun", action="store_true", help="train runs already in docs/results.json again")
+    pp.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override the paper configs (an ablation, e.g. method.alpha=2: kept and reported apart)")
     pp.add_argument("--root", default=str(REPO.parent / "shared" / "data"))
     pp.add_argument("--threads", type=int, default=2)
     mn = sub.add_parser("mnist")
