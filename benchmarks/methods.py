@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -78,11 +79,11 @@ def save_results(results: dict[str, Any], part: str) -> None:
     if part in results.get("meta", {}):
         merged.setdefault("meta", {}).setdefault(part, {}).update(results["meta"][part])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(f".{part}.tmp")
+    tmp = RESULTS.with_suffix(f".{part}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(merged, indent=1))
     tmp.replace(RESULTS)
-    results.update({k: v for k, v in merged.items() if k != part and k != "meta"})
-    results.setdefault("meta", {}).update({k: v for k, v in merged.get("meta", {}).items() if k != part})
+    results.update({k: v for k, v in merged.items() if k != "meta"})  # the report sees the other processes' runs
+    results.setdefault("meta", {}).update(merged.get("meta", {}))
 
 
 def run_mnist(dataset: str, method: str, seed: int, epochs: int, max_train: int | None, max_eval: int | None,
