@@ -264,7 +264,7 @@ def paper_report(records: list[dict[str, Any]]) -> list[str]:
              "replacement), so MultiMNIST numbers are not comparable with the papers' full-MNIST ones; "
              "Fashion-MNIST is complete.", "",
              "Command: `python benchmarks/methods.py paper --datasets <dataset> --methods <methods> --seeds <seeds>`", ""]
-    ablations = [r for r in records if r.get("set")]
+    every, ablations = records, [r for r in records if r.get("set")]
     records = [r for r in records if not r.get("set")]
     for dataset, title in PAPER_DATASETS.items():
         recs = [r for r in records if r["dataset"] == dataset]
@@ -296,8 +296,8 @@ def paper_report(records: list[dict[str, Any]]) -> list[str]:
                   "|---|---|---|---|---|---|---|---|"]
         base = {(r["dataset"], r["method"]) for r in ablations}
         for dataset, method in sorted(base):
-            variants = [r for r in records if (r["dataset"], r["method"]) == (dataset, method)] + \
-                       [r for r in ablations if (r["dataset"], r["method"]) == (dataset, method)]
+            variants = sorted((r for r in every if (r["dataset"], r["method"]) == (dataset, method)),
+                              key=lambda r: bool(r.get("set")))  # the config's own row first
             for sets in dict.fromkeys(tuple(r.get("set", [])) for r in variants):
                 mr = sorted((r for r in variants if tuple(r.get("set", [])) == sets), key=lambda r: r["seed"])
                 lines.append(f"| {PAPER_DATASETS[dataset]} | {LABELS[method]} | {', '.join(sets) or 'the config'} "

@@ -32,7 +32,8 @@ def test_shipped_configs_validate(path):
     assert cfg.train.batch_size % cfg.ray.num_workers == 0
 
 
-PAPER_CONFIGS = sorted(Path("jobs/configs/paper").glob("*/*.yaml"))
+PAPER_CONFIGS = sorted((Path(__file__).resolve().parent.parent / "jobs" / "configs" / "paper").glob("*/*.yaml"))
+assert PAPER_CONFIGS, "no paper configs found under jobs/configs/paper"
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: f"{p.parent.name}-{p.stem}")
