@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 from pareto_ray.config import DataConfig
 from pareto_ray.data.files import load_images, malformed_file, missing_file, require_root
@@ -47,6 +46,8 @@ def _folder(cfg: DataConfig) -> Path:
     root = require_root(cfg, "celeba/ in torchvision's CelebA layout", ORIGIN)
     folder = root / "celeba"
     if not (folder / ATTR_FILE).is_file() and cfg.download:
+        from torchvision import datasets  # imported on download only: torchvision's import is ~3 s
+
         datasets.CelebA(str(root), split="all", target_type="attr", download=True)
     return folder
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 from pareto_ray.config import DataConfig
 from pareto_ray.data.files import malformed_file, missing_file, require_root
@@ -117,6 +116,8 @@ def build(cfg: DataConfig) -> MultiTaskDataset:
     root = require_root(cfg, f"{FOLDER}/ with meta, train and test", ORIGIN)
     folder = root / FOLDER
     if not (folder / "train").is_file() and cfg.download:
+        from torchvision import datasets  # imported on download only: torchvision's import is ~3 s
+
         for train in (True, False):
             datasets.CIFAR100(str(root), train=train, download=True)
     meta_path = folder / "meta"

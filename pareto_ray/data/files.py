@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.utils import download_url
 
 from pareto_ray.config import DataConfig
 
@@ -55,6 +54,8 @@ def find_folder(root: Path, candidates: Sequence[str], marker: str) -> Path | No
 
 def download_file(url: str, folder: Path, filename: str, md5: str | None = None) -> Path:
     """``url`` into ``folder/filename`` (torchvision's downloader, md5 checked when given); ``.gz`` unpacked."""
+    from torchvision.datasets.utils import download_url  # imported on download only: torchvision's import is ~3 s
+
     folder.mkdir(parents=True, exist_ok=True)
     download_url(url, str(folder), filename, md5)
     path = folder / filename

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
-from torchvision import datasets
 
 from pareto_ray.config import DataConfig
 from pareto_ray.splits import IMAGE_SIZE, NORMALIZE_MEAN, NORMALIZE_STD, MultiTaskDataset, Split
@@ -107,6 +106,8 @@ def sklearn_digits(seed: int = 0, test_fraction: float = 0.2) -> tuple[torch.Ten
 
 def torchvision_source(name: str, root: str | None, download: bool) -> tuple[torch.Tensor, ...]:
     """Train and test images/labels of MNIST or FashionMNIST from ``root``."""
+    from torchvision import datasets  # torchvision's import is ~3 s (its models pull in torch._dynamo)
+
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
     if root is None:
         raise FileNotFoundError(

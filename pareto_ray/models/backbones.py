@@ -27,8 +27,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from torchvision.models import resnet18 as torchvision_resnet18
-from torchvision.models.resnet import BasicBlock
 
 from pareto_ray.factories import import_object
 from pareto_ray.models.preference import MultiTaskNet
@@ -107,6 +105,8 @@ def _load_weights(module: nn.Module, path: str | None) -> None:
 def resnet18(tasks: list[Task], input_shape: tuple[int, ...] = (3, 64, 64), weights: str | None = None,
              dropout: float = 0.0) -> MultiTaskNet:
     """torchvision's ResNet-18 as the shared encoder (its ``fc`` dropped, 512 features), a linear head per task."""
+    from torchvision.models import resnet18 as torchvision_resnet18  # torchvision's import is ~3 s: paid when used
+
     c, _, _ = _image_shape("resnet18", input_shape)
     net = torchvision_resnet18(weights=None)
     _load_weights(net, weights)
@@ -127,6 +127,8 @@ class ResNetMTL(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, dropout: float = 0.0):
+        from torchvision.models.resnet import BasicBlock  # torchvision's import is ~3 s: paid when used
+
         super().__init__()
         drop = (lambda: nn.Dropout(dropout)) if dropout else nn.Identity
         layers: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
