@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_serving_core import write_checkpoint
 from tolerance import assert_close
 
-from pareto_ray import tracking
+from pareto_ray import model_tracking, tracking
 from pareto_ray.inputs_spec import encode_png
 from pareto_ray.serving.engine import Engine
 from pareto_ray.serving.inputs import INPUT_SHAPE
@@ -37,8 +37,8 @@ def probabilities(answer: dict) -> list[torch.Tensor]:
 def test_pyfunc_model_answers_as_the_server(tmp_path, mlflow_uri):
     checkpoint = write_checkpoint(tmp_path / "checkpoint")
     run_id, _ = tracking.start_run(mlflow_uri, "pyfunc-test", "run", {})
-    model_uri = tracking.log_model(mlflow_uri, run_id, checkpoint)
-    version = tracking.register_model(mlflow_uri, run_id, "pyfunc-test", model_uri=model_uri)
+    model_uri = model_tracking.log_model(mlflow_uri, run_id, checkpoint)
+    version = model_tracking.register_model(mlflow_uri, run_id, "pyfunc-test", model_uri=model_uri)
     tracking.end_run(mlflow_uri, run_id)
 
     mlflow.set_tracking_uri(mlflow_uri)
@@ -67,7 +67,7 @@ def test_pyfunc_model_answers_as_the_server(tmp_path, mlflow_uri):
     assert not torch.allclose(probabilities(other)[0], probabilities(got)[0])  # λ is really a parameter
 
     # `pareto-ray serve --model models:/NAME/VERSION` downloads it and serves the checkpoint inside
-    path, label = tracking.download_model(f"models:/pyfunc-test/{version}", mlflow_uri, str(tmp_path / "dl"))
+    path, label = model_tracking.download_model(f"models:/pyfunc-test/{version}", mlflow_uri, str(tmp_path / "dl"))
     assert label == f"pyfunc-test/{version}" and (path / "model.safetensors").is_file()
     served = load_served_model(str(path))
     assert served.weights_sha256 == engine.served.weights_sha256

@@ -12,8 +12,8 @@ from conftest import REPO, tiny_overrides
 from rich.console import Console
 
 from pareto_ray.config import load_config
+from pareto_ray.progress import ProgressDisplay, RunProgress
 from pareto_ray.training.continuous import build_trainer
-from pareto_ray.training.progress import ProgressDisplay, RunProgress
 
 EPOCH = {"train_loss": 1.5, "val_hv": 0.61, "val_nondominated": 3.0}
 

@@ -31,7 +31,7 @@ import yaml
 from test_serving_io import corruptions  # the fuzz cases, sent over HTTP here
 from tolerance import assert_close
 
-from pareto_ray import tracking
+from pareto_ray import model_tracking, tracking
 from pareto_ray.checkpoint import CheckpointError, save_checkpoint
 from pareto_ray.config import load_config
 from pareto_ray.data import load_dataset
@@ -134,8 +134,8 @@ def registry(client, trained, tmp_path_factory):
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     run_id, _ = tracking.start_run(uri, "serve-test", "serve-run", {})
-    model_uri = tracking.log_model(uri, run_id, trained[0])  # an MLflow pyfunc model, as training logs it
-    version = tracking.register_model(uri, run_id, "pareto-serve-test", model_uri=model_uri)
+    model_uri = model_tracking.log_model(uri, run_id, trained[0])  # an MLflow pyfunc model, as training logs it
+    version = model_tracking.register_model(uri, run_id, "pareto-serve-test", model_uri=model_uri)
     token_file = tmp_path_factory.mktemp("secret") / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from pareto_ray import tracking
+from pareto_ray import model_tracking
 from pareto_ray.cli import main
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_train_track_evaluate_and_resume(ray_session, tmp_path, mlflow_uri, caps
     assert len(json.loads(Path(out["checkpoint"], "samples.json").read_text())["inputs"]) == 6
     version = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version("e2e-model", "1")
     assert version.run_id == out["run_id"] and "/models/m-" in version.source  # a logged MLflow model
-    local, _ = tracking.download_model("models:/e2e-model/1", mlflow_uri, str(tmp_path / "registered"))
+    local, _ = model_tracking.download_model("models:/e2e-model/1", mlflow_uri, str(tmp_path / "registered"))
     assert (local / "model.safetensors").is_file() and (local / "config.json").is_file()
     assert (local.parents[1] / "MLmodel").is_file()  # <model>/artifacts/<checkpoint>: a pyfunc model
     assert (local / "samples.json").is_file() and (local / "run.json").is_file()  # the explorer's, wherever it loads

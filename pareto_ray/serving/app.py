@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pareto_ray import __version__
 from pareto_ray.checkpoint import CheckpointError
+from pareto_ray.model_tracking import MLFLOW_SCHEMES
 from pareto_ray.runtime import init_ray
 from pareto_ray.serving.engine import Engine, Frontend, ModelSummary
 from pareto_ray.serving.explorer import PAGE_PATH, ExplorerCard, explorer_card, page
@@ -68,7 +69,7 @@ from pareto_ray.serving.schemas import (
     ServeSettings,
     validation_error_body,
 )
-from pareto_ray.tracking import MLFLOW_SCHEMES, resolve_tracking_uri
+from pareto_ray.tracking import resolve_tracking_uri
 
 __all__ = ["PUBLIC_PATHS", "AppArgs", "ParetoFrontIngress", "ParetoFrontServer", "app", "build_app", "run"]
 

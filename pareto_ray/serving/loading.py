@@ -22,8 +22,8 @@ from pareto_ray.checkpoint import (
     read_state,
 )
 from pareto_ray.config import Config
+from pareto_ray.model_tracking import MLFLOW_SCHEMES, ModelSourceError, download_model
 from pareto_ray.models import PreferenceModel
-from pareto_ray.tracking import MLFLOW_SCHEMES, ModelSourceError, download_model
 
 
 @dataclass

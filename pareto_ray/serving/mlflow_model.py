@@ -1,6 +1,6 @@
 """The MLflow pyfunc adapter: a logged pareto-ray model answers ``predict`` as ``/v1/predict`` does.
 
-``tracking.log_model`` logs this file as the model's code (MLflow's *models
+``model_tracking.log_model`` logs this file as the model's code (MLflow's *models
 from code*: MLflow runs the file when the model is loaded, so no Python
 object is pickled) and the checkpoint folder as its artifact
 ``checkpoint`` (weights from ``model.safetensors`` only)::

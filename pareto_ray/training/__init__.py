@@ -6,9 +6,9 @@ Pareto expansion.  ``fit`` makes the continuous/discrete choice once, here.
 from __future__ import annotations
 
 from pareto_ray.config import Config
+from pareto_ray.progress import ProgressDisplay
 from pareto_ray.training.continuous import FitResult, fit_continuous
 from pareto_ray.training.discrete import fit_discrete, is_discrete
-from pareto_ray.training.progress import ProgressDisplay
 
 
 def fit(cfg: Config, progress: ProgressDisplay | None = None, verbose: bool = False) -> FitResult:

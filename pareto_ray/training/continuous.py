@@ -20,13 +20,13 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from pareto_ray import checkpoint as ckpt
-from pareto_ray import tracking
+from pareto_ray import model_tracking, tracking
 from pareto_ray.config import Config
 from pareto_ray.data import ensure_cache, streams
 from pareto_ray.fronts import write_front
+from pareto_ray.progress import ProgressDisplay
 from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths, room_for_data, worker_resources
 from pareto_ray.training.evaluate import evaluate_checkpoint
-from pareto_ray.training.progress import ProgressDisplay
 from pareto_ray.training.streaming import train_dataset
 from pareto_ray.training.worker import fault_injection, train_loop_per_worker
 
@@ -121,9 +121,9 @@ def finalize(cfg: Config, run_id: str, uri: str, checkpoint_path: str) -> FitRes
     ckpt.write_run_info(checkpoint_path, {"run_id": run_id, "tracking_uri": web, "test_hv": float(test["hv"]),
                                           "val_hv": float(state["metrics"]["val_hv"])})
     tracking.log_artifacts(uri, run_id, {"fronts": out})
-    model_uri = tracking.log_model(uri, run_id, checkpoint_path)  # an MLflow pyfunc model holding the checkpoint
+    model_uri = model_tracking.log_model(uri, run_id, checkpoint_path)  # an MLflow pyfunc model holding the checkpoint
     if cfg.mlflow.register_model:
-        tracking.register_model(uri, run_id, cfg.mlflow.register_model, model_uri=model_uri)
+        model_tracking.register_model(uri, run_id, cfg.mlflow.register_model, model_uri=model_uri)
     tracking.end_run(uri, run_id)
     return FitResult(run_name=cfg.name, run_id=run_id, checkpoint=str(checkpoint_path),
                      val_hv=float(state["metrics"]["val_hv"]), test_hv=test["hv"], front=test["front"],

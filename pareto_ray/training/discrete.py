@@ -32,9 +32,9 @@ from pareto_ray.config import Config
 from pareto_ray.data import load_dataset
 from pareto_ray.fronts import evaluate_front, front_metrics
 from pareto_ray.methods import build_model
+from pareto_ray.progress import ProgressDisplay
 from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.training.continuous import FitResult, finalize, fit_continuous
-from pareto_ray.training.progress import ProgressDisplay
 
 FRONT_CHECKPOINT = "front_checkpoint"
 
