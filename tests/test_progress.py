@@ -80,3 +80,12 @@ def test_a_piped_train_run_prints_each_epoch_once_and_paths_whole(tmp_path, mlfl
     plot = next(line for line in lines if line.startswith("plot: "))
     assert Path(plot.removeprefix("plot: ")).is_file()
     assert len(lines) < 30, text
+
+
+def test_the_train_controllers_callbacks_import_without_torch():
+    """The Train controller unpickles EpochLogger and EpochReporter on every run, importing their modules: torch
+    (and torchvision's torch._dynamo) there would add seconds to each run's start."""
+    code = ("import sys; import pareto_ray.tracking, pareto_ray.progress; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'pareto_ray.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout
