@@ -83,9 +83,9 @@ def test_a_piped_train_run_prints_each_epoch_once_and_paths_whole(tmp_path, mlfl
 
 
 def test_the_train_controllers_callbacks_import_without_torch():
-    """The Train controller unpickles EpochLogger and EpochReporter on every run, importing their modules: torch
-    (and torchvision's torch._dynamo) there would add seconds to each run's start."""
-    code = ("import sys; import pareto_ray.tracking, pareto_ray.progress; "
+    """The Train controller unpickles EpochLogger, EpochReporter and a Tune trial's EpochReportCallback on every
+    run, importing their modules: torch (and torchvision's torch._dynamo) there would add seconds to each start."""
+    code = ("import sys; import pareto_ray.tracking, pareto_ray.progress, pareto_ray.tune_report; "
             "print(sorted(m for m in ('torch', 'torchvision', 'pareto_ray.config') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout

@@ -30,7 +30,6 @@ import ray.tune
 import yaml
 from ray import tune
 from ray.tune import ResultGrid
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -42,10 +41,9 @@ from pareto_ray.runtime import ensure_resources, init_ray, resolve_paths
 from pareto_ray.search_space import ParamSpec, field_info, is_int_field, with_params
 from pareto_ray.training.continuous import build_trainer
 from pareto_ray.training.evaluate import evaluate_checkpoint
+from pareto_ray.tune_report import EPOCHS, EpochReportCallback
 
 METRIC = "val_hv"
-#: ASHA's clock: epochs done, added to every result Tune receives (see ``_report_callback``).
-EPOCHS = "epochs"
 STATE_FILE = "pareto_ray_sweep.json"
 TABLE_FILE = "sweep.parquet"
 BEST_CONFIG_FILE = "best_config.yaml"
@@ -131,24 +129,6 @@ def sweep_name(cfg: Config) -> str:
     return f"tune-{cfg.method.name}-{cfg.data.dataset}-{stamp}"
 
 
-def _report_callback() -> Any:
-    """A ``TuneReportCallback`` that adds ``epochs`` (epochs done) to what Tune receives.
-
-    ASHA counts in ``epochs`` rather than Tune's ``training_iteration``: a restored trial resumes its Train run
-    from a checkpoint, so its first new report is not its first epoch.
-    """
-    return EpochReportCallback()
-
-
-class EpochReportCallback(TuneReportCallback):
-    """``TuneReportCallback`` with ``epochs`` (epochs done) added to every result."""
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if metrics and "epoch" in metrics[0]:
-            metrics = [{**metrics[0], EPOCHS: int(metrics[0]["epoch"]) + 1}, *metrics[1:]]
-        super().after_report(run_context, metrics, checkpoint)
-
-
 def _trial(params: dict[str, Any], state: SweepState, verbose: bool = False) -> None:
     """One Tune trial: the Ray Train driver of one sampled config (``verbose``: with Ray Train's INFO lines)."""
     name = f"{state.name}-{ray.tune.get_context().get_trial_id()}"
@@ -157,7 +137,7 @@ def _trial(params: dict[str, Any], state: SweepState, verbose: bool = False) -> 
                                    parent_run_id=state.parent_run_id)
     # A restored trial's Train run resumes from its checkpoint and reports that epoch again first (see worker.py),
     # so Tune sees the epochs it may have missed.
-    build_trainer(cfg, state.tracking_uri, run_id, callbacks=[_report_callback()], verbose=verbose).fit()
+    build_trainer(cfg, state.tracking_uri, run_id, callbacks=[EpochReportCallback()], verbose=verbose).fit()
     tracking.end_run(state.tracking_uri, run_id)  # a trial stopped early never gets here: ``finish`` closes its run
 
 
