@@ -31,7 +31,10 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,43 @@ def save_results(results: dict[str, Any], part: str) -> None:
     tmp.replace(RESULTS)
     results.update({k: v for k, v in merged.items() if k != "meta"})  # the report sees the other processes' runs
     results.setdefault("meta", {}).update(merged.get("meta", {}))
+
+
+#: A marker per run being trained (its process id inside), so two benchmark processes never train one key twice.
+RUNNING = Path(tempfile.gettempdir()) / "pareto-ray-benchmark-running"
+
+
+def _holder(marker: Path) -> int | None:
+    """The live process id in ``marker``, else None (no marker, or its process died)."""
+    try:
+        pid = int(marker.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+@contextmanager
+def claimed(key: str) -> Iterator[bool]:
+    """Whether this process may train ``key``: no other live process holds its marker (a dead one's is taken)."""
+    RUNNING.mkdir(parents=True, exist_ok=True)
+    marker = RUNNING / (key.replace("/", "__") + ".pid")
+    tmp = marker.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    try:
+        os.link(tmp, marker)  # atomic: fails if the marker exists
+    except FileExistsError:
+        if _holder(marker) is not None:
+            tmp.unlink()
+            yield False  # another live benchmark process is training this key
+            return
+        tmp.replace(marker)  # its process died: take the key over
+    tmp.unlink(missing_ok=True)
+    try:
+        yield True
+    finally:
+        if _holder(marker) == os.getpid():
+            marker.unlink(missing_ok=True)
 
 
 def run_mnist(dataset: str, method: str, seed: int, epochs: int, max_train: int | None, max_eval: int | None,
@@ -179,9 +219,13 @@ def cmd_paper(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             for method in args.methods:
                 key = f"{dataset}/{method}/{seed}" + (f"/{','.join(args.set)}" if args.set else "")
-                if key in results["paper"] and not args.rerun:
-                    continue  # finished before: an interrupted benchmark resumes where it stopped
-                rec = run_paper(dataset, method, seed, args.root, args.epochs, args.set)
+                if key in load_results()["paper"] and not args.rerun:
+                    continue  # finished before (here or in another process): a benchmark resumes where it stopped
+                with claimed(key) as mine:
+                    if not mine:
+                        print(f"{key}: another benchmark process is training it, skipped", flush=True)
+                        continue
+                    rec = run_paper(dataset, method, seed, args.root, args.epochs, args.set)
                 results["paper"][key] = rec
                 results["meta"].setdefault("paper", {})[key] = {"command": " ".join(sys.argv), "machine": machine()}
                 save_results(results, "paper")
